@@ -1,0 +1,21 @@
+"""Keys and label values shared by every part of the app."""
+
+from __future__ import annotations
+
+IMAGE = "image"
+LABEL = "label"
+PRED = "pred"
+
+# EMIDEC scheme, so EMIDEC data trains without remapping. MVO (no-reflow) is the dark core of an
+# infarct: it is part of the infarct in every "total scar" figure.
+LABELS: dict[str, int] = {"background": 0, "lv_cavity": 1, "myocardium": 2, "scar": 3, "mvo": 4}
+BACKGROUND, LV_CAVITY, MYOCARDIUM, SCAR, MVO = (LABELS[k] for k in LABELS)
+NUM_CLASSES = len(LABELS)
+LV_WALL = (MYOCARDIUM, SCAR, MVO)
+TOTAL_SCAR = (SCAR, MVO)
+HEART = (LV_CAVITY, MYOCARDIUM, SCAR, MVO)
+
+# Myocardial tissue density used for LGE scar mass (g/mL).
+MYOCARDIUM_DENSITY_G_PER_ML = 1.05
+
+MODEL_NAME = "scar"

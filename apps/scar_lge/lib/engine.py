@@ -1,0 +1,180 @@
+"""Training and validation of :class:`~lib.model.ScarNet`, with torch and MONAI only.
+
+Used by the server's train task and by the default-model script, so a checkpoint trained offline and
+one fine-tuned from corrected labels come from the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.data import DataLoader, Dataset, MetaTensor
+from monai.losses import DiceCELoss
+from monai.transforms import Compose
+from monai.utils import set_determinism
+
+from .constants import HEART, IMAGE, LABEL, NUM_CLASSES
+from .losses import DiceKLLoss
+from .metrics import structure_dice
+from .model import SPEC, ScarNet, crop_at, normalise_intensity
+from .transforms.anatomy import AnatomicalCleanup
+from .transforms.pipelines import augment_slices, preprocess
+
+logger = logging.getLogger(__name__)
+
+LOCALISER_FOV_VOX = (256, 256)  # 384 mm at the model spacing: a whole adult chest
+
+
+@dataclass
+class Study:
+    """A study on the model grid: image normalised, label integer; both (1, H, W, D)."""
+
+    name: str
+    image: torch.Tensor
+    label: torch.Tensor
+
+    @property
+    def heart_center_vox(self) -> tuple[int, int]:
+        heart = torch.isin(self.label[0], torch.tensor(HEART)).any(dim=-1)
+        if not heart.any():
+            return self.label.shape[1] // 2, self.label.shape[2] // 2
+        rows, cols = torch.nonzero(heart, as_tuple=True)
+        return int(rows.float().mean()), int(cols.float().mean())
+
+
+def load_study(image, label, name: str = "", affine: np.ndarray | None = None) -> Study:
+    """Put one study on the model grid with the shared :func:`preprocess`.
+
+    Args:
+        image, label: file paths (NIfTI, DICOM folder...) or (H, W, D) arrays; arrays need ``affine``.
+        affine: RAS voxel-to-mm affine for arrays.
+    """
+    if isinstance(image, str):
+        data = Compose(preprocess([IMAGE, LABEL]))({IMAGE: image, LABEL: label})
+    else:
+        meta = {"affine": torch.as_tensor(affine, dtype=torch.float64)}
+        data = {IMAGE: MetaTensor(np.asarray(image, np.float32), meta=dict(meta)),
+                LABEL: MetaTensor(np.asarray(label, np.float32), meta=dict(meta))}
+        data = Compose(preprocess([IMAGE, LABEL], load=False))(data)
+    return Study(name=name or str(image), image=data[IMAGE].as_tensor().float(), label=data[LABEL].as_tensor().round().long())
+
+
+class SliceDataset(Dataset):
+    """Training samples: one 2D slice each, cropped around the heart as inference crops it.
+
+    The crop centre is the labelled heart's centre plus a random offset, so the segmenter learns to
+    cope with a localiser that misses by a centimetre or two. The localiser sample is the whole slice.
+    """
+
+    def __init__(self, studies: Sequence[Study], jitter_vox: float = 8.0):
+        self.studies = list(studies)
+        self.index = [(i, k) for i, s in enumerate(self.studies) for k in range(s.image.shape[-1])]
+        self.jitter_vox = jitter_vox
+        self.augment = Compose(augment_slices((IMAGE, LABEL)))
+        self.augment_localiser = Compose(augment_slices(("loc_image", "loc_heart"), image_key="loc_image"))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        s, k = self.index[i]
+        study = self.studies[s]
+        slices = study.image.permute(3, 0, 1, 2)  # (D, 1, H, W)
+        labels = study.label.permute(3, 0, 1, 2).float()
+        offset = np.clip(np.random.normal(0, self.jitter_vox, 2), -2.5 * self.jitter_vox, 2.5 * self.jitter_vox)
+        center = tuple(int(c + o) for c, o in zip(study.heart_center_vox, offset))
+        crops = normalise_intensity(crop_at(slices, center, SPEC.roi_size_vox))
+        crop_labels = crop_at(labels, center, SPEC.roi_size_vox)
+        h, w = slices.shape[-2:]
+        shift = np.random.randint(-24, 25, 2)
+        loc_center = (h // 2 + int(shift[0]), w // 2 + int(shift[1]))
+        sample = {
+            IMAGE: crops[k],
+            LABEL: crop_labels[k],
+            "loc_image": crop_at(slices[k : k + 1], loc_center, LOCALISER_FOV_VOX)[0],
+            "loc_heart": (crop_at(labels[k : k + 1], loc_center, LOCALISER_FOV_VOX)[0] > 0).float(),
+        }
+        sample = self.augment(sample)
+        sample = self.augment_localiser(sample)
+        return {key: torch.as_tensor(v).float() for key, v in sample.items()}
+
+
+def predict_label(network: ScarNet, image: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Label a (1, H, W, D) study on the model grid exactly as inference does, before inversion."""
+    with torch.no_grad():
+        probs = network(image[None].to(device))[0]
+    return AnatomicalCleanup()(probs.argmax(dim=0, keepdim=True).cpu())
+
+
+def validate(network: ScarNet, studies: Sequence[Study], device: torch.device | str = "cpu") -> list[dict]:
+    """Per-study Dice of each clinical structure, in eval mode (no dropout)."""
+    network.eval()
+    results = []
+    for study in studies:
+        pred = predict_label(network, study.image, device)[0].numpy()
+        truth = study.label[0].numpy()
+        results.append({"name": study.name, **structure_dice(pred, truth), "truth_has_scar": bool((truth >= 3).any()),
+                        "truth_has_mvo": bool((truth == 4).any())})
+    return results
+
+
+def train(
+    network: ScarNet,
+    studies: Sequence[Study],
+    *,
+    epochs: int,
+    lr: float,
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+    num_workers: int = 0,
+    seed: int = 0,
+    loss: torch.nn.Module | None = None,
+    cosine_schedule: bool = False,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
+    """Fit localiser and segmenter together; returns one dict of mean losses and seconds per epoch.
+
+    Mixed precision (bf16 autocast) on CUDA; fp32 on CPU. ``cosine_schedule`` decays the learning rate
+    to 2 % of ``lr`` over the run (training from scratch); fine-tuning keeps it constant.
+    """
+    if not studies:
+        raise ValueError("train needs at least one labelled study.")
+    set_determinism(seed)
+    device = torch.device(device)
+    network.to(device).train()
+    seg_loss = loss if loss is not None else DiceKLLoss(NUM_CLASSES)
+    loc_loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=lr * 0.02) if cosine_schedule else None
+    loader = DataLoader(SliceDataset(studies), batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                        drop_last=len(SliceDataset(studies)) > batch_size, persistent_workers=num_workers > 0)
+    history = []
+    for epoch in range(epochs):
+        start, totals, steps = time.time(), {"segmenter": 0.0, "localiser": 0.0}, 0
+        for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                seg = seg_loss(network.segment(batch[IMAGE]).float(), batch[LABEL].round().long())
+                coarse = torch.nn.functional.max_pool2d(batch["loc_heart"], SPEC.localiser_downsample)
+                loc = loc_loss(network.localiser_logits(batch["loc_image"]).float(), coarse)
+            (seg + 0.5 * loc).backward()
+            optimizer.step()
+            totals["segmenter"] += float(seg)
+            totals["localiser"] += float(loc)
+            steps += 1
+        record = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in totals.items()},
+                  "seconds": round(time.time() - start, 2)}
+        if schedule:
+            schedule.step()
+        history.append(record)
+        logger.info("epoch %d: %s", epoch + 1, record)
+        if on_epoch:
+            on_epoch(epoch, record)
+    network.eval()
+    return history

@@ -1,0 +1,94 @@
+"""Clinical quantities and segmentation overlap from EMIDEC-labelled volumes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .constants import LV_CAVITY, LV_WALL, MVO, MYOCARDIUM_DENSITY_G_PER_ML, SCAR, TOTAL_SCAR
+
+# Structures reported and scored: a clinical structure is a set of label values.
+STRUCTURES: dict[str, tuple[int, ...]] = {
+    "lv_cavity": (LV_CAVITY,),
+    "lv_wall": LV_WALL,  # whole LV myocardium: normal, infarcted and obstructed
+    "scar": TOTAL_SCAR,  # total infarct: MVO is infarct too
+    "mvo": (MVO,),
+}
+
+
+def voxel_volume_ml(spacing_mm: Sequence[float]) -> float:
+    """Volume of one voxel in mL from its (row, col, slice) spacing in mm (1 mL = 1000 mm^3)."""
+    return float(np.prod(spacing_mm)) / 1000.0
+
+
+def scar_quantification(label: np.ndarray, spacing_mm: Sequence[float]) -> dict:
+    """What a reader acts on, from a label on its real voxel grid.
+
+    Mass is volume times myocardial density, 1.05 g/mL. Scar is total infarct (scar plus MVO); LV
+    mass is the whole wall (normal myocardium, scar, MVO). Areas are per slice, in the slice's plane.
+
+    Args:
+        label: (H, W, D) integer EMIDEC classes.
+        spacing_mm: (row, col, slice) spacing; the slice spacing is the distance between slice centres.
+
+    Returns:
+        JSON-ready dict of volumes (mL), masses (g), percentages and per-slice scar areas (mm^2).
+    """
+    if label.ndim != 3:
+        raise ValueError(f"label must be (H, W, D), got shape {label.shape}.")
+    voxel_ml = voxel_volume_ml(spacing_mm)
+    pixel_mm2 = float(spacing_mm[0] * spacing_mm[1])
+    wall = np.isin(label, LV_WALL)
+    scar = np.isin(label, TOTAL_SCAR)
+    mvo = label == MVO
+    lv_mass = wall.sum() * voxel_ml * MYOCARDIUM_DENSITY_G_PER_ML
+    scar_mass = scar.sum() * voxel_ml * MYOCARDIUM_DENSITY_G_PER_ML
+    mvo_mass = mvo.sum() * voxel_ml * MYOCARDIUM_DENSITY_G_PER_ML
+    per_slice = [
+        {
+            "slice": k,
+            "scar_area_mm2": round(float(scar[..., k].sum() * pixel_mm2), 1),
+            "mvo_area_mm2": round(float(mvo[..., k].sum() * pixel_mm2), 1),
+            "lv_wall_area_mm2": round(float(wall[..., k].sum() * pixel_mm2), 1),
+        }
+        for k in range(label.shape[-1])
+    ]
+    return {
+        "spacing_mm": [round(float(s), 4) for s in spacing_mm],
+        "lv_cavity_volume_ml": round(float((label == LV_CAVITY).sum() * voxel_ml), 2),
+        "lv_myocardial_volume_ml": round(float(wall.sum() * voxel_ml), 2),
+        "lv_myocardial_mass_g": round(float(lv_mass), 2),
+        "scar_volume_ml": round(float(scar.sum() * voxel_ml), 2),
+        "scar_mass_g": round(float(scar_mass), 2),
+        "scar_percent_lv_mass": round(float(100.0 * scar_mass / lv_mass), 2) if lv_mass else 0.0,
+        "mvo_volume_ml": round(float(mvo.sum() * voxel_ml), 2),
+        "mvo_mass_g": round(float(mvo_mass), 2),
+        "mvo_percent_lv_mass": round(float(100.0 * mvo_mass / lv_mass), 2) if lv_mass else 0.0,
+        "scar_slices": int(sum(1 for s in per_slice if s["scar_area_mm2"] > 0)),
+        "per_slice": per_slice,
+    }
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    r"""Dice overlap of two binary masks.
+
+    .. math:: D = \frac{2 |P \cap T|}{|P| + |T|}
+
+    Both empty gives 1 (a scar-free study predicted scar-free is right); one empty gives 0.
+    """
+    p, t = np.asarray(pred, bool), np.asarray(truth, bool)
+    denominator = p.sum() + t.sum()
+    return 1.0 if denominator == 0 else float(2.0 * np.logical_and(p, t).sum() / denominator)
+
+
+def structure_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Dice of each clinical structure in :data:`STRUCTURES` between two label volumes."""
+    return {name: dice(np.isin(pred, values), np.isin(truth, values)) for name, values in STRUCTURES.items()}
+
+
+def publish_score(per_case: list[dict[str, float]]) -> float:
+    """The number a new model must not lower to be published: mean Dice of LV wall and scar over cases."""
+    if not per_case:
+        raise ValueError("publish_score needs at least one validation case.")
+    return float(np.mean([(c["lv_wall"] + c["scar"]) / 2 for c in per_case]))

@@ -1,0 +1,173 @@
+"""The scar model, declared once: grid, crop, networks and the heart-localise-then-segment forward pass.
+
+Inference, training, active learning and the default-model script all build the model from here, so
+the in-plane spacing, crop size and intensity normalisation cannot drift apart between them. This
+module depends on torch and MONAI only (no server), so the model can be trained where MONAI Label is
+not installed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import UNet
+from monai.transforms import ScaleIntensityRangePercentiles
+from torch import nn
+
+from .constants import BACKGROUND, NUM_CLASSES
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Geometry and normalisation shared by every task.
+
+    LGE short-axis stacks are thick-sliced (6-13 mm), so the model is 2D: slices are resampled in-plane
+    only, to ``spacing_mm``, and never interpolated across slices.
+    """
+
+    spacing_mm: float = 1.5
+    roi_size_vox: tuple[int, int] = (128, 128)  # 192 mm: the LV plus margin for a localiser miss
+    localiser_downsample: int = 2  # localiser sees a 3 mm grid: the whole chest fits a small net
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    dropout: float = 0.1
+
+
+SPEC = ModelSpec()
+
+
+def normalise_intensity(volume: torch.Tensor) -> torch.Tensor:
+    """Map a study's robust intensity range to [0, 1]; LGE has no absolute intensity scale.
+
+    Shape: (C, H, W, D) or any shape; percentiles are taken over the whole tensor (one study).
+    """
+    lower, upper = SPEC.percentiles
+    return ScaleIntensityRangePercentiles(lower, upper, b_min=0.0, b_max=1.0, clip=True)(volume)
+
+
+def crop_at(slices: torch.Tensor, center_vox: tuple[int, int], size_vox: tuple[int, int]) -> torch.Tensor:
+    """Crop (N, C, H, W) to ``size_vox`` centred at ``center_vox``, zero-padding outside the image."""
+    _, _, h, w = slices.shape
+    top, left = center_vox[0] - size_vox[0] // 2, center_vox[1] - size_vox[1] // 2
+    pad = (max(0, -left), max(0, left + size_vox[1] - w), max(0, -top), max(0, top + size_vox[0] - h))
+    padded = F.pad(slices, pad)
+    top, left = top + pad[2], left + pad[0]
+    return padded[:, :, top : top + size_vox[0], left : left + size_vox[1]]
+
+
+def paste_at(crop_probs: torch.Tensor, center_vox: tuple[int, int], full_hw: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`crop_at` for class probabilities: outside the crop is certain background.
+
+    Shape: crop_probs (N, K, h, w) -> (N, K, H, W).
+    """
+    n, k, ch, cw = crop_probs.shape
+    h, w = full_hw
+    full = crop_probs.new_zeros((n, k, h, w))
+    full[:, BACKGROUND] = 1.0
+    top, left = center_vox[0] - ch // 2, center_vox[1] - cw // 2
+    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(top + ch, h), min(left + cw, w)
+    full[:, :, y0:y1, x0:x1] = crop_probs[:, :, y0 - top : y1 - top, x0 - left : x1 - left]
+    return full
+
+
+def heart_center(heart_prob: torch.Tensor) -> tuple[tuple[int, int], bool]:
+    """Centre of the heart from per-slice heart probabilities.
+
+    One centre serves the whole stack: short-axis slices are stacked along the LV long axis, so the
+    LV centre moves only a few millimetres from base to apex, far less than the crop margin.
+
+    Shape: heart_prob (D, H, W) in [0, 1]. Returns ((row, col), found); ``found`` is False when no
+    slice shows a heart and the image centre was used instead.
+    """
+    evidence = heart_prob.mean(dim=0)
+    h, w = evidence.shape
+    if float(evidence.max()) < 0.25:
+        return (h // 2, w // 2), False
+    weights = evidence * (evidence > 0.5 * evidence.max())
+    rows = torch.arange(h, dtype=weights.dtype, device=weights.device)
+    cols = torch.arange(w, dtype=weights.dtype, device=weights.device)
+    total = weights.sum()
+    row = int(round(float((weights.sum(dim=1) * rows).sum() / total)))
+    col = int(round(float((weights.sum(dim=0) * cols).sum() / total)))
+    return (row, col), True
+
+
+class ScarNet(nn.Module):
+    """Heart localiser plus in-crop segmenter, the two-stage design of the source method.
+
+    The localiser (a small 2D U-Net on a coarse grid) finds the heart in the full field of view; the
+    segmenter (a 2D U-Net with dropout, for Monte-Carlo uncertainty) labels a fixed-size crop around it
+    in the EMIDEC classes. So a full chest at 0.7 mm and a tight crop at 1.5 mm reach the segmenter
+    looking alike.
+    """
+
+    def __init__(self, dropout: float = SPEC.dropout):
+        super().__init__()
+        self.localiser = UNet(
+            spatial_dims=2, in_channels=1, out_channels=2, channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1
+        )
+        self.segmenter = UNet(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=NUM_CLASSES,
+            channels=(16, 32, 64, 128, 256),
+            strides=(2, 2, 2, 2),
+            num_res_units=2,
+            dropout=dropout,
+        )
+        self.last_localisation: dict = {}
+
+    def localiser_logits(self, slices: torch.Tensor) -> torch.Tensor:
+        """Heart logits on the coarse grid. Shape: (N, 1, H, W) -> (N, 2, ceil(H/f), ceil(W/f)), f the downsampling."""
+        _, _, h, w = slices.shape
+        factor = SPEC.localiser_downsample
+        multiple = factor * 2 ** (len(self.localiser.channels) - 1)
+        padded = F.pad(slices, (0, (-w) % multiple, 0, (-h) % multiple))
+        return self.localiser(F.avg_pool2d(padded, factor))
+
+    def localise(self, slices: torch.Tensor) -> torch.Tensor:
+        """Heart probability per pixel. Shape: (N, 1, H, W) normalised image -> (N, H, W)."""
+        _, _, h, w = slices.shape
+        probs = torch.softmax(self.localiser_logits(slices).float(), dim=1)[:, 1:2]
+        return F.interpolate(probs, scale_factor=SPEC.localiser_downsample, mode="bilinear")[:, 0, :h, :w]
+
+    def segment(self, crops: torch.Tensor) -> torch.Tensor:
+        """Segmenter logits. Shape: (N, 1, *roi_size_vox) -> (N, NUM_CLASSES, *roi_size_vox)."""
+        return self.segmenter(crops)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Class probabilities on the input grid.
+
+        Shape: image (B, 1, H, W, D), a normalised study on the model's in-plane grid ->
+        probs (B, NUM_CLASSES, H, W, D).
+        """
+        b, _, h, w, d = image.shape
+        out = []
+        with torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=image.is_cuda):
+            for volume in image:
+                slices = volume.permute(3, 0, 1, 2)  # (D, 1, H, W)
+                center, found = heart_center(self.localise(slices))
+                self.last_localisation = {"center_vox": list(center), "heart_found": found}
+                if not found:
+                    logger.warning("No heart found by the localiser; segmenting the image centre")
+                crops = normalise_intensity(crop_at(slices, center, SPEC.roi_size_vox))
+                probs = torch.softmax(self.segment(crops).float(), dim=1)
+                out.append(paste_at(probs, center, (h, w)).permute(1, 2, 3, 0))
+        return torch.stack(out)
+
+
+def build_network(dropout: float = SPEC.dropout) -> ScarNet:
+    """The one network factory: infer, train and uncertainty scoring all call it."""
+    return ScarNet(dropout=dropout)
+
+
+def enable_mc_dropout(network: nn.Module) -> None:
+    """Eval mode everywhere except dropout layers, for Monte-Carlo dropout sampling."""
+    network.eval()
+    for module in network.modules():
+        if isinstance(module, nn.Dropout | nn.Dropout2d):
+            module.train()
