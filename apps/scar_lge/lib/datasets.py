@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +55,12 @@ def load_emidec_png_case(root: str | Path, case: str, slices: list[Path]) -> Stu
     return load_study(image, label, name=case, affine=np.diag([*EMIDEC_PNG_NOMINAL_SPACING_MM, 1.0]))
 
 
-def phantom_studies(seeds: range | list[int]) -> list[Study]:
-    """Generated LGE phantoms as studies on the model grid."""
-    studies = []
-    for seed in seeds:
-        p = make_phantom(seed)
-        studies.append(load_study(p.image, p.label, name=f"phantom_{seed}", affine=p.affine))
-    return studies
+def phantom_studies(seeds: range | list[int], workers: int = 0) -> list[Study]:
+    """Generated LGE phantoms as studies on the model grid, rendered in ``workers`` processes."""
+    seeds = list(seeds)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            phantoms = list(pool.map(make_phantom, seeds))
+    else:
+        phantoms = [make_phantom(seed) for seed in seeds]
+    return [load_study(p.image, p.label, name=f"phantom_{s}", affine=p.affine) for s, p in zip(seeds, phantoms)]

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ class Study:
     image: torch.Tensor
     label: torch.Tensor
 
-    @property
+    @cached_property
     def heart_center_vox(self) -> tuple[int, int]:
         heart = torch.isin(self.label[0], torch.tensor(HEART)).any(dim=-1)
         if not heart.any():

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import UNet
-from monai.transforms import ScaleIntensityRangePercentiles
 from torch import nn
 
 from .constants import BACKGROUND, NUM_CLASSES
@@ -41,12 +41,16 @@ SPEC = ModelSpec()
 
 
 def normalise_intensity(volume: torch.Tensor) -> torch.Tensor:
-    """Map a study's robust intensity range to [0, 1]; LGE has no absolute intensity scale.
+    """Map a study's robust intensity range to [0, 1], clipping outside; LGE has no absolute scale.
 
-    Shape: (C, H, W, D) or any shape; percentiles are taken over the whole tensor (one study).
+    Same mapping as MONAI's ``ScaleIntensityRangePercentiles(clip=True)``, written out because MONAI
+    computes the percentiles with torch.quantile (a full sort), which made this a quarter of the
+    training data-loading time; numpy's partial sort gives the same two numbers far faster.
+
+    Shape: any; percentiles are taken over the whole tensor (one study or one study's heart crop).
     """
-    lower, upper = SPEC.percentiles
-    return ScaleIntensityRangePercentiles(lower, upper, b_min=0.0, b_max=1.0, clip=True)(volume)
+    lower, upper = np.percentile(volume.detach().float().cpu().numpy(), SPEC.percentiles)
+    return ((volume - float(lower)) / max(float(upper - lower), 1e-6)).clamp(0.0, 1.0)
 
 
 def crop_at(slices: torch.Tensor, center_vox: tuple[int, int], size_vox: tuple[int, int]) -> torch.Tensor:

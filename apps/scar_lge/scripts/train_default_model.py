@@ -68,7 +68,7 @@ def main() -> None:
         train_cases = train_cases[: args.limit_cases]
     start = time.time()
     train_studies = [load_emidec_png_case(root, c, cases[c]) for c in train_cases]
-    train_studies += phantom_studies(range(PHANTOM_SEED_BASE, PHANTOM_SEED_BASE + args.phantoms))
+    train_studies += phantom_studies(range(PHANTOM_SEED_BASE, PHANTOM_SEED_BASE + args.phantoms), args.workers)
     held_out_studies = [load_emidec_png_case(root, c, cases[c]) for c in held_out]
     logger.info("loaded %d training and %d held-out studies in %.1f s", len(train_studies), len(held_out_studies),
                 time.time() - start)
@@ -77,7 +77,7 @@ def main() -> None:
     network = build_network()
 
     def on_epoch(epoch: int, record: dict) -> None:
-        if (epoch + 1) % 10 == 0 and epoch + 1 < args.epochs:
+        if (epoch + 1) % 25 == 0 and epoch + 1 < args.epochs:
             logger.info("epoch %d held-out %s", epoch + 1, json.dumps(summarise(validate(network, held_out_studies, args.device))))
             network.train()
 
@@ -87,12 +87,19 @@ def main() -> None:
 
     results = validate(network, held_out_studies, args.device)
     summary = summarise(results)
+    network.cpu()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": network.state_dict(), "meta": {"held_out_emidec": summary}}, args.out)
     nifti = {}
     for name in ("samplePositive", "sampleNegative"):
         folder = Path(args.real) / "emidec_nifti" / name
         if folder.is_dir():
-            study = load_study(str(folder / "Images" / f"{name}.nii.gz"), str(folder / "Contours" / f"{name}.nii.gz"), name)
-            nifti[name] = validate(network, [study], args.device)[0]
+            try:
+                study = load_study(str(folder / "Images" / f"{name}.nii.gz"), str(folder / "Contours" / f"{name}.nii.gz"), name)
+            except RuntimeError as e:  # a machine without a NIfTI reader still keeps the checkpoint
+                logger.warning("skipped %s: %s", name, e)
+                continue
+            nifti[name] = validate(network, [study], "cpu")[0]
     report = {
         "held_out_emidec": summary,
         "held_out_cases": held_out,

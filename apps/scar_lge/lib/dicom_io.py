@@ -1,0 +1,61 @@
+"""Write a study as a DICOM MR series with exact geometry (used for sample data and DICOMweb uploads)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import numpy as np
+import pydicom
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+# RAS (NIfTI, MONAI) and LPS (DICOM, ITK) differ by the sign of x and y.
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def write_dicom_series(image_xyz: np.ndarray, affine_ras: np.ndarray, folder: str, *, patient_id: str,
+                       series_description: str = "LGE SAX PSIR", uid_seed: str | None = None) -> list[str]:
+    """Write (x, y, z) int16 voxels as one MR series, one file per short-axis slice.
+
+    Image Position/Orientation (Patient), Pixel Spacing, Slice Thickness and the Frame of Reference
+    are set from ``affine_ras`` so that ITK reads back the same grid as from a NIfTI with that affine.
+
+    Returns:
+        The written file paths, in slice order.
+    """
+    os.makedirs(folder, exist_ok=True)
+    lps = RAS_TO_LPS @ np.asarray(affine_ras, float)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    row_cosines, col_cosines = lps[:3, 0] / spacing[0], lps[:3, 1] / spacing[1]
+    seed = uid_seed or patient_id
+    study_uid = generate_uid(entropy_srcs=[seed, "study"])
+    series_uid = generate_uid(entropy_srcs=[seed, "series"])
+    frame_uid = generate_uid(entropy_srcs=[seed, "frame"])
+    today = datetime.date(2026, 1, 1).strftime("%Y%m%d")
+    paths = []
+    for k in range(image_xyz.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[seed, "slice", str(k)])
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.PatientID = ds.PatientName = patient_id
+        ds.Modality, ds.SeriesDescription, ds.StudyDate, ds.SeriesDate = "MR", series_description, today, today
+        ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, k + 1
+        ds.ImagePositionPatient = [float(v) for v in lps[:3, :3] @ np.array([0, 0, k]) + lps[:3, 3]]
+        ds.ImageOrientationPatient = [float(v) for v in (*row_cosines, *col_cosines)]
+        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing, then column spacing
+        ds.SliceThickness = ds.SpacingBetweenSlices = float(spacing[2])
+        ds.SliceLocation = float(np.dot(np.cross(row_cosines, col_cosines), ds.ImagePositionPatient))
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = int(image_xyz.shape[1]), int(image_xyz.shape[0])
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = np.ascontiguousarray(image_xyz[:, :, k].T.astype(np.int16)).tobytes()
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        path = os.path.join(folder, f"slice_{k:03d}.dcm")
+        ds.save_as(path, write_like_original=False)
+        paths.append(path)
+    return paths

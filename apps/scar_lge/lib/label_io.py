@@ -1,0 +1,149 @@
+"""Reading study geometry, checking uploaded labels, and writing labels on their image's grid."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from .constants import NUM_CLASSES
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# Geometry may differ by float rounding between writers (NIfTI stores float32), not by more.
+GEOMETRY_TOLERANCE = 1e-3
+
+
+class InputError(ValueError):
+    """A user's input that cannot be used; the message says why. Maps to an HTTP 4xx."""
+
+    def __init__(self, message: str, status_code: int = 422):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Voxel grid of a study as ITK sees it: size (x, y, z), spacing mm, origin mm (LPS), direction."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    def matches(self, other: Geometry) -> bool:
+        return (
+            self.size == other.size
+            and np.allclose(self.spacing, other.spacing, rtol=GEOMETRY_TOLERANCE, atol=GEOMETRY_TOLERANCE)
+            and np.allclose(self.origin, other.origin, rtol=GEOMETRY_TOLERANCE, atol=GEOMETRY_TOLERANCE)
+            and np.allclose(self.direction, other.direction, atol=GEOMETRY_TOLERANCE)
+        )
+
+    def describe(self) -> str:
+        spacing = ", ".join(f"{s:.3f}" for s in self.spacing)
+        origin = ", ".join(f"{o:.2f}" for o in self.origin)
+        return f"size {list(self.size)}, spacing [{spacing}] mm, origin [{origin}] mm"
+
+
+def _is_nifti(path: str) -> bool:
+    return path.endswith(NIFTI_SUFFIXES)
+
+
+def read_itk(path: str, *, header_only: bool = False) -> sitk.Image:
+    """Read a file or a DICOM series folder with ITK; raise :class:`InputError` on anything unreadable."""
+    if not os.path.exists(path):
+        raise InputError(f"file not found: {os.path.basename(path)}", 404)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise InputError("the uploaded file is empty")
+    try:
+        if os.path.isdir(path):
+            series = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(path)
+            if not series:
+                raise InputError(f"no DICOM series found in folder {os.path.basename(path)}")
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(series)
+            return reader.Execute()
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(path)
+        if header_only:
+            reader.ReadImageInformation()
+            return reader
+        return reader.Execute()
+    except RuntimeError as e:
+        raise InputError(f"cannot read {os.path.basename(path)} as an image: {str(e).strip().splitlines()[-1]}") from e
+
+
+def read_geometry(path: str) -> Geometry:
+    """Geometry of a study. NIfTI spacing comes from pixdim, as ITK reads it (see the EMIDEC header trap)."""
+    image = read_itk(path, header_only=not os.path.isdir(path))
+    size = tuple(int(s) for s in image.GetSize())
+    components = (image.GetNumberOfComponents() if isinstance(image, sitk.ImageFileReader)
+                  else image.GetNumberOfComponentsPerPixel())
+    if components != 1:
+        raise InputError(f"an LGE study has one value per voxel; this image has {components} (colour or vector)")
+    if len(size) == 4 and size[3] == 1:
+        size = size[:3]
+    if len(size) != 3 or min(size) < 1:
+        raise InputError(f"an LGE study must be a 3D short-axis stack (rows x cols x slices); got a {len(size)}D image "
+                         f"of size {list(size)}")
+    if size[0] < 32 or size[1] < 32:
+        raise InputError(f"in-plane size {size[:2]} is too small for a short-axis LGE slice (at least 32 x 32)")
+    return Geometry(size=size, spacing=tuple(image.GetSpacing())[:3], origin=tuple(image.GetOrigin())[:3],
+                    direction=tuple(np.asarray(image.GetDirection()).reshape(len(image.GetSpacing()), -1)[:3, :3].ravel()))
+
+
+def check_label(label_path: str, image_path: str) -> np.ndarray:
+    """Check an uploaded label against its study; return its values as (x, y, z) uint8.
+
+    Raises:
+        InputError: unreadable or empty file, a grid that differs from the image's, values outside the
+            EMIDEC classes 0-4, or non-integer values.
+    """
+    image_geometry = read_geometry(image_path)
+    label = read_itk(label_path)
+    size = tuple(int(s) for s in label.GetSize())
+    label_geometry = Geometry(size=size, spacing=tuple(label.GetSpacing()), origin=tuple(label.GetOrigin()),
+                              direction=tuple(label.GetDirection()))
+    if not label_geometry.matches(image_geometry):
+        raise InputError(f"label grid differs from its image: label {label_geometry.describe()}, "
+                         f"image {image_geometry.describe()}")
+    values = sitk.GetArrayFromImage(label)
+    if not np.all(np.isfinite(values)) or not np.all(np.equal(np.mod(values, 1), 0)):
+        raise InputError("label values must be whole numbers (EMIDEC classes 0-4)")
+    found = np.unique(values)
+    outside = [int(v) for v in found if v < 0 or v >= NUM_CLASSES]
+    if outside:
+        raise InputError(f"label values must be 0-4 (background, lv_cavity, myocardium, scar, mvo); found {outside}")
+    return np.transpose(values.astype(np.uint8), (2, 1, 0))
+
+
+def write_label_like(label_xyz: np.ndarray, image_path: str, out_path: str) -> str:
+    """Write a (x, y, z) label on exactly the grid of ``image_path``.
+
+    A NIfTI study gets its own header back (only the data type changes), so every viewer overlays
+    label and image identically, whatever it makes of the header; anything else (DICOM series, NRRD)
+    gets ITK's geometry copied from the image.
+    """
+    label_xyz = np.asarray(label_xyz, np.uint8)
+    if _is_nifti(image_path) and _is_nifti(out_path):
+        source = nib.load(image_path)
+        if source.shape[:3] != label_xyz.shape:
+            raise ValueError(f"label shape {label_xyz.shape} differs from image {source.shape[:3]}")
+        header = source.header.copy()
+        header.set_data_dtype(np.uint8)
+        header.set_slope_inter(1, 0)
+        image = nib.Nifti1Image(label_xyz.reshape(source.shape[:3]), source.affine, header=header)
+        nib.save(image, out_path)
+        return out_path
+    reference = read_itk(image_path)
+    if tuple(reference.GetSize())[:3] != label_xyz.shape:
+        raise ValueError(f"label shape {label_xyz.shape} differs from image {reference.GetSize()}")
+    label = sitk.GetImageFromArray(np.transpose(label_xyz, (2, 1, 0)))
+    label.CopyInformation(reference)
+    sitk.WriteImage(label, out_path, useCompression=True)
+    return out_path
