@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 
 from .constants import NUM_CLASSES
@@ -54,6 +55,17 @@ def _is_nifti(path: str) -> bool:
     return path.endswith(NIFTI_SUFFIXES)
 
 
+def _refuse_repeated_positions(files: list[str]) -> None:
+    """A short-axis stack has one frame per slice position; cine or repeated series have several."""
+    positions = set()
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        positions.add(tuple(round(float(v), 2) for v in ds.get("ImagePositionPatient", [])))
+    if len(positions) < len(files):
+        raise InputError(f"this DICOM series has {len(files)} frames at only {len(positions)} slice positions "
+                         "(a multi-phase cine or repeated acquisition); export one frame per slice position")
+
+
 def read_itk(path: str, *, header_only: bool = False) -> sitk.Image:
     """Read a file or a DICOM series folder with ITK; raise :class:`InputError` on anything unreadable."""
     if not os.path.exists(path):
@@ -65,6 +77,7 @@ def read_itk(path: str, *, header_only: bool = False) -> sitk.Image:
             series = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(path)
             if not series:
                 raise InputError(f"no DICOM series found in folder {os.path.basename(path)}")
+            _refuse_repeated_positions(series)
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames(series)
             return reader.Execute()

@@ -55,7 +55,7 @@ def scar_quantification(label: np.ndarray, spacing_mm: Sequence[float]) -> dict:
         for k in range(label.shape[-1])
     ]
     return {
-        "spacing_mm": [round(float(s), 4) for s in spacing_mm],
+        "spacing_mm": [round(float(s), 5) for s in spacing_mm],
         "lv_cavity_volume_ml": round(float((label == LV_CAVITY).sum() * voxel_ml), 2),
         "lv_myocardial_volume_ml": round(float(wall.sum() * voxel_ml), 2),
         "lv_myocardial_mass_g": round(float(lv_mass), 2),

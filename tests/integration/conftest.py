@@ -1,0 +1,97 @@
+"""A real MONAI Label server process on loopback, on a copy of the sample data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import APP_DIR, DEFAULT_MODEL, SAMPLE_DATA
+
+STARTUP_TIMEOUT_S = 120
+TRAIN_TIMEOUT_S = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """Handle on a running server: its URL, studies folder, model file and log."""
+
+    def __init__(self, root: Path, model_dir: Path):
+        self.root, self.studies, self.model_dir = root, root / "studies", model_dir
+        self.model_path = model_dir / "scar.pt"
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = root / "server.log"
+        env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
+               "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "true", "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies",
+               str(self.studies), "--host", "127.0.0.1", "--port", str(self.port), "--conf", "model_dir",
+               str(model_dir)]
+        # A new session, so stop() also ends the train subprocesses the server starts.
+        self.process = subprocess.Popen(cmd, cwd=root, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.time() + STARTUP_TIMEOUT_S
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{self.url}/info/", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"server did not answer in {STARTUP_TIMEOUT_S} s: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def train(self, params: dict) -> dict:
+        """Start a training run through the API and wait for it; returns the finished task."""
+        r = requests.post(f"{self.url}/train/scar", json=params, timeout=30)
+        r.raise_for_status()
+        task_id = r.json()["id"]
+        deadline = time.time() + TRAIN_TIMEOUT_S
+        while time.time() < deadline:
+            task = requests.get(f"{self.url}/train/", params={"all": True}, timeout=10).json()
+            task = next((t for t in task if t["id"] == task_id), None)
+            if task and task["status"] in ("DONE", "ERROR", "STOPPED"):
+                return task
+            time.sleep(1)
+        raise TimeoutError(f"training did not finish in {TRAIN_TIMEOUT_S} s")
+
+
+def start_server(tmp: Path, model_file: Path | None = DEFAULT_MODEL) -> Server:
+    shutil.copytree(SAMPLE_DATA, tmp / "studies")
+    model_dir = tmp / "model"
+    model_dir.mkdir()
+    if model_file:
+        shutil.copy(model_file, model_dir / "scar.pt")
+    return Server(tmp, model_dir)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Server with the shipped default model, for tests that do not train."""
+    s = start_server(tmp_path_factory.mktemp("server"))
+    yield s
+    s.stop()

@@ -1,0 +1,177 @@
+"""Infer, bad input and active learning through a real server, with MONAILabelClient and plain HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import requests
+from monailabel.client import MONAILabelClient
+from monailabel.client.client import MONAILabelClientException
+
+from lib.constants import MVO, SCAR
+from lib.label_io import read_geometry
+from lib.metrics import structure_dice
+
+LABELED = [f"lge_{i:03d}" for i in range(10)]
+UNLABELED = ["lge_010", "lge_011", "lge_012", "lge_013", "lge_dicom_014"]
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _snapshot(server) -> dict:
+    """Everything a failed request must leave as it was: labels on disk, the index's labels, the model."""
+    files = {str(p.relative_to(server.studies)): _sha(p) for p in sorted((server.studies / "labels").rglob("*"))
+             if p.is_file()}
+    index = requests.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=10).json()
+    labels = {k: sorted(v.get("labels", {})) for k, v in index["objects"].items()}
+    return {"files": files, "labels": labels, "model": _sha(server.model_path)}
+
+
+def test_info_lists_the_scar_model_with_emidec_labels_in_order(server):
+    info = MONAILabelClient(server.url).info()
+    assert info["models"]["scar"]["labels"] == ["background", "lv_cavity", "myocardium", "scar", "mvo"]
+    assert info["models"]["scar"]["label_values"] == {"background": 0, "lv_cavity": 1, "myocardium": 2, "scar": 3,
+                                                      "mvo": 4}
+    assert {"scar_uncertainty", "random", "first"} <= set(info["strategies"])
+    assert "scar" in info["trainers"]
+
+
+def test_infer_nifti_on_input_grid_with_scar_figures(server, tmp_path):
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+    label_file, result = client.infer("scar", "lge_002", {})
+    image = server.studies / "lge_002.nii.gz"
+    assert read_geometry(label_file).matches(read_geometry(str(image)))
+    assert np.array_equal(nib.load(label_file).affine, nib.load(str(image)).affine)
+    label = np.asarray(nib.load(label_file).dataobj)
+    truth = np.asarray(nib.load(str(server.studies / "labels" / "final" / "lge_002.nii.gz")).dataobj)
+    dice = structure_dice(label, truth)
+    assert dice["lv_wall"] > 0.85 and dice["lv_cavity"] > 0.9 and dice["scar"] > 0.5, dice
+    spacing = nib.load(str(image)).header.get_zooms()
+    voxel_ml = float(np.prod(spacing)) / 1000
+    scar_voxels = int(np.isin(label, (SCAR, MVO)).sum())
+    assert result["scar_volume_ml"] == pytest.approx(scar_voxels * voxel_ml, abs=0.01)
+    assert result["scar_mass_g"] == pytest.approx(scar_voxels * voxel_ml * 1.05, abs=0.01)
+    assert result["lv_myocardial_mass_g"] > result["scar_mass_g"] > 0
+    assert result["scar_percent_lv_mass"] == pytest.approx(100 * result["scar_mass_g"] / result["lv_myocardial_mass_g"],
+                                                           abs=0.05)
+    assert {"mvo_mass_g", "mvo_volume_ml"} <= set(result)
+    assert [s["slice"] for s in result["per_slice"]] == list(range(label.shape[2]))
+    assert sum(s["scar_area_mm2"] for s in result["per_slice"]) * spacing[2] / 1000 == pytest.approx(
+        result["scar_volume_ml"], abs=0.05)
+
+
+def test_infer_dicom_series_folder_on_its_grid(server):
+    r = requests.post(f"{server.url}/infer/scar", params={"image": "lge_dicom_014", "output": "all"}, timeout=120)
+    assert r.status_code == 200, r.text
+    client_out = MONAILabelClient(server.url).infer("scar", "lge_dicom_014", {})
+    series = server.studies / "lge_dicom_014.dicom"
+    assert read_geometry(client_out[0]).matches(read_geometry(str(series)))
+    assert client_out[1]["lv_myocardial_mass_g"] > 20
+
+
+def test_infer_uploaded_emidec_nifti_uses_real_spacing(server, real_data, tmp_path):
+    image = real_data / "emidec_nifti" / "samplePositive" / "Images" / "samplePositive.nii.gz"
+    with open(image, "rb") as f:
+        r = requests.post(f"{server.url}/infer/scar", params={"output": "all"},
+                          files={"file": ("samplePositive.nii.gz", f)}, data={"params": "{}"}, timeout=120)
+    assert r.status_code == 200, r.text
+    result = MONAILabelClient(server.url, tmpdir=str(tmp_path)).infer("scar", "", {}, file=str(image))
+    out = nib.load(result[0])
+    source = nib.load(str(image))
+    assert out.shape == source.shape and np.array_equal(out.affine, source.affine)
+    assert result[1]["spacing_mm"] == pytest.approx([1.40625, 1.40625, 13.0])
+    truth = np.asarray(nib.load(str(real_data / "emidec_nifti" / "samplePositive" / "Contours" /
+                                    "samplePositive.nii.gz")).dataobj)
+    assert structure_dice(np.asarray(out.dataobj), truth)["lv_wall"] > 0.6
+
+
+def test_scar_free_study_reports_zero_scar(server):
+    _, result = MONAILabelClient(server.url).infer("scar", "lge_011", {})
+    assert result["scar_mass_g"] == pytest.approx(0.0, abs=0.5) and result["lv_myocardial_mass_g"] > 20
+
+
+@pytest.mark.parametrize(
+    "method, path, kwargs, status, reason",
+    [
+        ("post", "/infer/nosuchmodel", {"params": {"image": "lge_000"}}, 404, "unknown model"),
+        ("post", "/infer/scar", {"params": {"image": "no_such_study"}}, 404, "unknown image"),
+        ("post", "/train/nosuchmodel", {"json": {}}, 404, "unknown model"),
+        ("post", "/activelearning/nosuchstrategy", {"json": {}}, 404, "unknown strategy"),
+    ],
+)
+def test_unknown_names_answer_404_with_a_reason(server, method, path, kwargs, status, reason):
+    before = _snapshot(server)
+    r = getattr(requests, method)(f"{server.url}{path}", timeout=30, **kwargs)
+    assert r.status_code == status and reason in r.json()["detail"], r.text
+    assert _snapshot(server) == before
+
+
+def _upload_label(server, image_id, content: bytes, name="label.nii.gz"):
+    return requests.put(f"{server.url}/datastore/label", params={"image": image_id, "tag": "final"},
+                        files={"label": (name, content)}, data={"params": "{}"}, timeout=30)
+
+
+def _nifti_bytes(array, affine, tmp_path) -> bytes:
+    path = tmp_path / "x.nii.gz"
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+    return path.read_bytes()
+
+
+def test_bad_labels_answer_4xx_and_change_nothing(server, tmp_path):
+    image = nib.load(str(server.studies / "lge_000.nii.gz"))
+    good = np.asarray(nib.load(str(server.studies / "labels" / "final" / "lge_000.nii.gz")).dataobj)
+    shifted = image.affine.copy()
+    shifted[:3, 3] += 4.0
+    cases = {
+        "grid": _nifti_bytes(good, shifted, tmp_path),
+        "shape": _nifti_bytes(good[:, :-2], image.affine, tmp_path),
+        "values": _nifti_bytes(np.where(good == 2, 9, good).astype(np.uint8), image.affine, tmp_path),
+        "corrupt": b"\x1f\x8b not really gzip",
+        "empty": b"",
+    }
+    before = _snapshot(server)
+    for what, content in cases.items():
+        r = _upload_label(server, "lge_000", content)
+        assert 400 <= r.status_code < 500, (what, r.status_code, r.text)
+        assert "label not saved" in r.json()["detail"], (what, r.text)
+    r = _upload_label(server, "no_such_study", cases["values"])
+    assert r.status_code == 404
+    with pytest.raises(MONAILabelClientException, match="422"):
+        path = tmp_path / "bad.nii.gz"
+        path.write_bytes(cases["values"])
+        MONAILabelClient(server.url).save_label("lge_000", str(path), tag="final")
+    assert _snapshot(server) == before
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (64, 64, 5, 3)])
+def test_2d_and_4d_images_answer_422(server, tmp_path, shape):
+    content = _nifti_bytes(np.random.default_rng(0).integers(0, 500, shape).astype(np.int16), np.eye(4), tmp_path)
+    before = _snapshot(server)
+    r = requests.post(f"{server.url}/infer/scar", files={"file": ("x.nii.gz", content)}, data={"params": "{}"},
+                      timeout=30)
+    assert r.status_code == 422 and "3D short-axis stack" in r.json()["detail"], r.text
+    r = requests.put(f"{server.url}/datastore/", params={"image": "flat"}, files={"file": ("flat.nii.gz", content)},
+                     data={"params": "{}"}, timeout=30)
+    assert r.status_code == 422 and "image not added" in r.json()["detail"], r.text
+    assert _snapshot(server) == before
+
+
+def test_active_learning_returns_unlabeled_studies_only(server):
+    client = MONAILabelClient(server.url)
+    picked = client.next_sample("scar_uncertainty", {})
+    assert picked["id"] in UNLABELED and picked["id"] not in LABELED
+    assert set(picked["scores"]) == set(UNLABELED)
+    assert picked["score"] == max(picked["scores"].values())
+    assert client.next_sample("first", {})["id"] == "lge_010"
+    for _ in range(5):
+        assert client.next_sample("random", {})["id"] in UNLABELED
+    info = requests.get(f"{server.url}/datastore/image/info", params={"image": picked["id"]}, timeout=10).json()
+    assert info["scar_uncertainty"]["score"] == pytest.approx(picked["score"])
+    assert info["scar_uncertainty"]["model_mtime"] == pytest.approx(server.model_path.stat().st_mtime)
+    assert json.dumps(client.next_sample("scar_uncertainty", {})["scores"]) == json.dumps(picked["scores"])  # cached
