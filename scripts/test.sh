@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install (if needed) and run the whole test suite: unit tests, then the real server in integration tests.
+# Real-data tests read ../shared/real (or $SCAR_LGE_REAL_DATA) and skip only when it is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+export MONAI_LABEL_TRACKING_ENABLED=false MONAI_LABEL_AUTO_UPDATE_SCORING=false
+exec .venv/bin/python -m pytest tests -p no:cacheprovider "$@"
