@@ -9,7 +9,9 @@ fi
 stamp=.venv/.requirements.sha256
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet --no-deps -r requirements.txt
+  # This machine's pip config names local package folders that may be absent: drop that noise only.
+  quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+  quiet .venv/bin/python -m pip install --quiet --upgrade pip
+  quiet .venv/bin/python -m pip install --quiet --no-deps -r requirements.txt
   echo "$want" > "$stamp"
 fi

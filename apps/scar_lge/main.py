@@ -22,9 +22,15 @@ class ScarLGEApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
         self.config = ScarConfig()
         self.config.init(MODEL_NAME, os.path.join(app_dir, "model"), conf or {}, None, app_dir=app_dir)
-        super().__init__(app_dir=app_dir, studies=studies, conf=conf or {}, name="scar_lge",
-                         description="Myocardial scar on late gadolinium enhancement MRI", version="0.1.0",
-                         labels=list(LABELS))
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf or {},
+            name="scar_lge",
+            description="Myocardial scar on late gadolinium enhancement MRI",
+            version="0.1.0",
+            labels=list(LABELS),
+        )
 
     def init_datastore(self):
         if not os.path.isdir(self.studies):
@@ -60,8 +66,9 @@ class ScarLGEApp(MONAILabelApp):
     def next_sample(self, request):
         strategy = request.get("strategy") or "random"
         if strategy not in self._strategies:
-            raise HTTPException(status_code=404,
-                                detail=f"unknown strategy '{strategy}'; available: {sorted(self._strategies)}")
+            raise HTTPException(
+                status_code=404, detail=f"unknown strategy '{strategy}'; available: {sorted(self._strategies)}"
+            )
         return super().next_sample(request)
 
     def bundle_path(self, model):

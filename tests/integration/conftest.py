@@ -35,14 +35,34 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / "server.log"
-        env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
-               "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "true", "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies",
-               str(self.studies), "--host", "127.0.0.1", "--port", str(self.port), "--conf", "model_dir",
-               str(model_dir)]
+        env = {
+            **os.environ,
+            "MONAI_LABEL_TRACKING_ENABLED": "false",
+            "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
+            "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "true",
+            "PYTHONUNBUFFERED": "1",
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "monailabel.main",
+            "start_server",
+            "--app",
+            str(APP_DIR),
+            "--studies",
+            str(self.studies),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--conf",
+            "model_dir",
+            str(model_dir),
+        ]
         # A new session, so stop() also ends the train subprocesses the server starts.
-        self.process = subprocess.Popen(cmd, cwd=root, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.time() + STARTUP_TIMEOUT_S
         while time.time() < deadline:
             if self.process.poll() is not None:

@@ -26,8 +26,11 @@ def _sha(path) -> str:
 
 def _snapshot(server) -> dict:
     """Everything a failed request must leave as it was: labels on disk, the index's labels, the model."""
-    files = {str(p.relative_to(server.studies)): _sha(p) for p in sorted((server.studies / "labels").rglob("*"))
-             if p.is_file()}
+    files = {
+        str(p.relative_to(server.studies)): _sha(p)
+        for p in sorted((server.studies / "labels").rglob("*"))
+        if p.is_file()
+    }
     index = requests.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=10).json()
     labels = {k: sorted(v.get("labels", {})) for k, v in index["objects"].items()}
     return {"files": files, "labels": labels, "model": _sha(server.model_path)}
@@ -36,8 +39,13 @@ def _snapshot(server) -> dict:
 def test_info_lists_the_scar_model_with_emidec_labels_in_order(server):
     info = MONAILabelClient(server.url).info()
     assert info["models"]["scar"]["labels"] == ["background", "lv_cavity", "myocardium", "scar", "mvo"]
-    assert info["models"]["scar"]["label_values"] == {"background": 0, "lv_cavity": 1, "myocardium": 2, "scar": 3,
-                                                      "mvo": 4}
+    assert info["models"]["scar"]["label_values"] == {
+        "background": 0,
+        "lv_cavity": 1,
+        "myocardium": 2,
+        "scar": 3,
+        "mvo": 4,
+    }
     assert {"scar_uncertainty", "random", "first"} <= set(info["strategies"])
     assert "scar" in info["trainers"]
 
@@ -58,12 +66,14 @@ def test_infer_nifti_on_input_grid_with_scar_figures(server, tmp_path):
     assert result["scar_volume_ml"] == pytest.approx(scar_voxels * voxel_ml, abs=0.01)
     assert result["scar_mass_g"] == pytest.approx(scar_voxels * voxel_ml * 1.05, abs=0.01)
     assert result["lv_myocardial_mass_g"] > result["scar_mass_g"] > 0
-    assert result["scar_percent_lv_mass"] == pytest.approx(100 * result["scar_mass_g"] / result["lv_myocardial_mass_g"],
-                                                           abs=0.05)
+    assert result["scar_percent_lv_mass"] == pytest.approx(
+        100 * result["scar_mass_g"] / result["lv_myocardial_mass_g"], abs=0.05
+    )
     assert {"mvo_mass_g", "mvo_volume_ml"} <= set(result)
     assert [s["slice"] for s in result["per_slice"]] == list(range(label.shape[2]))
     assert sum(s["scar_area_mm2"] for s in result["per_slice"]) * spacing[2] / 1000 == pytest.approx(
-        result["scar_volume_ml"], abs=0.05)
+        result["scar_volume_ml"], abs=0.05
+    )
 
 
 def test_infer_dicom_series_folder_on_its_grid(server):
@@ -78,16 +88,16 @@ def test_infer_dicom_series_folder_on_its_grid(server):
 def test_infer_uploaded_emidec_nifti_uses_real_spacing(server, real_data, tmp_path):
     image = real_data / "emidec_nifti" / "samplePositive" / "Images" / "samplePositive.nii.gz"
     with open(image, "rb") as f:
-        r = requests.post(f"{server.url}/infer/scar", params={"output": "all"},
-                          files={"file": ("samplePositive.nii.gz", f)}, data={"params": "{}"}, timeout=120)
+        r = _upload(server, "POST", "/infer/scar", "file", f, {"output": "all"}, name="samplePositive.nii.gz")
     assert r.status_code == 200, r.text
     result = MONAILabelClient(server.url, tmpdir=str(tmp_path)).infer("scar", "", {}, file=str(image))
     out = nib.load(result[0])
     source = nib.load(str(image))
     assert out.shape == source.shape and np.array_equal(out.affine, source.affine)
     assert result[1]["spacing_mm"] == pytest.approx([1.40625, 1.40625, 13.0])
-    truth = np.asarray(nib.load(str(real_data / "emidec_nifti" / "samplePositive" / "Contours" /
-                                    "samplePositive.nii.gz")).dataobj)
+    truth = np.asarray(
+        nib.load(str(real_data / "emidec_nifti" / "samplePositive" / "Contours" / "samplePositive.nii.gz")).dataobj
+    )
     assert structure_dice(np.asarray(out.dataobj), truth)["lv_wall"] > 0.6
 
 
@@ -112,9 +122,20 @@ def test_unknown_names_answer_404_with_a_reason(server, method, path, kwargs, st
     assert _snapshot(server) == before
 
 
-def _upload_label(server, image_id, content: bytes, name="label.nii.gz"):
-    return requests.put(f"{server.url}/datastore/label", params={"image": image_id, "tag": "final"},
-                        files={"label": (name, content)}, data={"params": "{}"}, timeout=30)
+def _upload(server, method: str, path: str, field: str, content, params: dict | None = None, name="x.nii.gz"):
+    """Multipart request as OHIF and the Slicer plugin send them: a file field plus a JSON params form field."""
+    return requests.request(
+        method,
+        f"{server.url}{path}",
+        params=params or {},
+        files={field: (name, content)},
+        data={"params": "{}"},
+        timeout=120,
+    )
+
+
+def _upload_label(server, image_id, content: bytes):
+    return _upload(server, "PUT", "/datastore/label", "label", content, {"image": image_id, "tag": "final"})
 
 
 def _nifti_bytes(array, affine, tmp_path) -> bytes:
@@ -153,11 +174,9 @@ def test_bad_labels_answer_4xx_and_change_nothing(server, tmp_path):
 def test_2d_and_4d_images_answer_422(server, tmp_path, shape):
     content = _nifti_bytes(np.random.default_rng(0).integers(0, 500, shape).astype(np.int16), np.eye(4), tmp_path)
     before = _snapshot(server)
-    r = requests.post(f"{server.url}/infer/scar", files={"file": ("x.nii.gz", content)}, data={"params": "{}"},
-                      timeout=30)
+    r = _upload(server, "POST", "/infer/scar", "file", content)
     assert r.status_code == 422 and "3D short-axis stack" in r.json()["detail"], r.text
-    r = requests.put(f"{server.url}/datastore/", params={"image": "flat"}, files={"file": ("flat.nii.gz", content)},
-                     data={"params": "{}"}, timeout=30)
+    r = _upload(server, "PUT", "/datastore/", "file", content, {"image": "flat"}, name="flat.nii.gz")
     assert r.status_code == 422 and "image not added" in r.json()["detail"], r.text
     assert _snapshot(server) == before
 

@@ -11,8 +11,9 @@ def test_defaults_and_casts():
     assert (s.epochs, s.lr, s.val_split, s.mc_samples, s.model_dir) == (3, 0.001, 0.2, 8, "/app/model")
 
 
-@pytest.mark.parametrize("flag, value", [("epochs", "0"), ("epochs", "two"), ("lr", "-1"), ("val_split", "1.5"),
-                                         ("mc_samples", "1")])
+@pytest.mark.parametrize(
+    "flag, value", [("epochs", "0"), ("epochs", "two"), ("lr", "-1"), ("val_split", "1.5"), ("mc_samples", "1")]
+)
 def test_bad_flag_names_flag_value_and_choices(flag, value):
     with pytest.raises(ValueError, match=rf"conf {flag}='{value}' is not valid; allowed"):
         parse_settings({flag: value}, "/app")

@@ -1,7 +1,6 @@
 """Geometry round trips, label checks and the clinical figures, on constructed and real data."""
 
 import shutil
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

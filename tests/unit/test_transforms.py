@@ -21,8 +21,9 @@ def test_preprocess_resamples_in_plane_only_and_keeps_labels():
 
 def test_intensity_augmentation_leaves_the_label_untouched():
     data = {IMAGE: torch.rand(1, 64, 64), LABEL: torch.randint(0, 5, (1, 64, 64)).float()}
-    intensity_only = Compose([t for t in augment_slices() if "Affine" not in type(t).__name__
-                              and "Flip" not in type(t).__name__])
+    intensity_only = Compose(
+        [t for t in augment_slices() if "Affine" not in type(t).__name__ and "Flip" not in type(t).__name__]
+    )
     intensity_only.set_random_state(7)
     out = intensity_only(dict(data))
     assert torch.equal(torch.as_tensor(out[LABEL]), data[LABEL])

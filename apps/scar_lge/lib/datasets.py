@@ -63,4 +63,5 @@ def phantom_studies(seeds: range | list[int], workers: int = 0) -> list[Study]:
             phantoms = list(pool.map(make_phantom, seeds))
     else:
         phantoms = [make_phantom(seed) for seed in seeds]
-    return [load_study(p.image, p.label, name=f"phantom_{s}", affine=p.affine) for s, p in zip(seeds, phantoms)]
+    pairs = zip(seeds, phantoms, strict=True)
+    return [load_study(p.image, p.label, name=f"phantom_{s}", affine=p.affine) for s, p in pairs]

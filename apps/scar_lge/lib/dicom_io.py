@@ -6,7 +6,6 @@ import datetime
 import os
 
 import numpy as np
-import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -14,8 +13,15 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def write_dicom_series(image_xyz: np.ndarray, affine_ras: np.ndarray, folder: str, *, patient_id: str,
-                       series_description: str = "LGE SAX PSIR", uid_seed: str | None = None) -> list[str]:
+def write_dicom_series(
+    image_xyz: np.ndarray,
+    affine_ras: np.ndarray,
+    folder: str,
+    *,
+    patient_id: str,
+    series_description: str = "LGE SAX PSIR",
+    uid_seed: str | None = None,
+) -> list[str]:
     """Write (x, y, z) int16 voxels as one MR series, one file per short-axis slice.
 
     Image Position/Orientation (Patient), Pixel Spacing, Slice Thickness and the Frame of Reference

@@ -59,10 +59,14 @@ def load_study(image, label, name: str = "", affine: np.ndarray | None = None) -
         data = Compose(preprocess([IMAGE, LABEL]))({IMAGE: image, LABEL: label})
     else:
         meta = {"affine": torch.as_tensor(affine, dtype=torch.float64)}
-        data = {IMAGE: MetaTensor(np.asarray(image, np.float32), meta=dict(meta)),
-                LABEL: MetaTensor(np.asarray(label, np.float32), meta=dict(meta))}
+        data = {
+            IMAGE: MetaTensor(np.asarray(image, np.float32), meta=dict(meta)),
+            LABEL: MetaTensor(np.asarray(label, np.float32), meta=dict(meta)),
+        }
         data = Compose(preprocess([IMAGE, LABEL], load=False))(data)
-    return Study(name=name or str(image), image=data[IMAGE].as_tensor().float(), label=data[LABEL].as_tensor().round().long())
+    return Study(
+        name=name or str(image), image=data[IMAGE].as_tensor().float(), label=data[LABEL].as_tensor().round().long()
+    )
 
 
 class SliceDataset(Dataset):
@@ -88,7 +92,7 @@ class SliceDataset(Dataset):
         slices = study.image.permute(3, 0, 1, 2)  # (D, 1, H, W)
         labels = study.label.permute(3, 0, 1, 2).float()
         offset = np.clip(np.random.normal(0, self.jitter_vox, 2), -2.5 * self.jitter_vox, 2.5 * self.jitter_vox)
-        center = tuple(int(c + o) for c, o in zip(study.heart_center_vox, offset))
+        center = tuple(int(c + o) for c, o in zip(study.heart_center_vox, offset, strict=True))
         crops = normalise_intensity(crop_at(slices, center, SPEC.roi_size_vox))
         crop_labels = crop_at(labels, center, SPEC.roi_size_vox)
         h, w = slices.shape[-2:]
@@ -119,8 +123,14 @@ def validate(network: ScarNet, studies: Sequence[Study], device: torch.device | 
     for study in studies:
         pred = predict_label(network, study.image, device)[0].numpy()
         truth = study.label[0].numpy()
-        results.append({"name": study.name, **structure_dice(pred, truth), "truth_has_scar": bool((truth >= 3).any()),
-                        "truth_has_mvo": bool((truth == 4).any())})
+        results.append(
+            {
+                "name": study.name,
+                **structure_dice(pred, truth),
+                "truth_has_scar": bool((truth >= 3).any()),
+                "truth_has_mvo": bool((truth == 4).any()),
+            }
+        )
     return results
 
 
@@ -151,9 +161,19 @@ def train(
     seg_loss = loss if loss is not None else DiceKLLoss(NUM_CLASSES)
     loc_loss = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=lr * 0.02) if cosine_schedule else None
-    loader = DataLoader(SliceDataset(studies), batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                        drop_last=len(SliceDataset(studies)) > batch_size, persistent_workers=num_workers > 0)
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=lr * 0.02)
+        if cosine_schedule
+        else None
+    )
+    loader = DataLoader(
+        SliceDataset(studies),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        drop_last=len(SliceDataset(studies)) > batch_size,
+        persistent_workers=num_workers > 0,
+    )
     history = []
     for epoch in range(epochs):
         start, totals, steps = time.time(), {"segmenter": 0.0, "localiser": 0.0}, 0
@@ -169,8 +189,11 @@ def train(
             totals["segmenter"] += float(seg)
             totals["localiser"] += float(loc)
             steps += 1
-        record = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in totals.items()},
-                  "seconds": round(time.time() - start, 2)}
+        record = {
+            "epoch": epoch + 1,
+            **{k: v / max(steps, 1) for k, v in totals.items()},
+            "seconds": round(time.time() - start, 2),
+        }
         if schedule:
             schedule.step()
         history.append(record)

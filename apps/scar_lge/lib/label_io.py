@@ -62,8 +62,10 @@ def _refuse_repeated_positions(files: list[str]) -> None:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         positions.add(tuple(round(float(v), 2) for v in ds.get("ImagePositionPatient", [])))
     if len(positions) < len(files):
-        raise InputError(f"this DICOM series has {len(files)} frames at only {len(positions)} slice positions "
-                         "(a multi-phase cine or repeated acquisition); export one frame per slice position")
+        raise InputError(
+            f"this DICOM series has {len(files)} frames at only {len(positions)} slice positions "
+            "(a multi-phase cine or repeated acquisition); export one frame per slice position"
+        )
 
 
 def read_itk(path: str, *, header_only: bool = False) -> sitk.Image:
@@ -95,19 +97,28 @@ def read_geometry(path: str) -> Geometry:
     """Geometry of a study. NIfTI spacing comes from pixdim, as ITK reads it (see the EMIDEC header trap)."""
     image = read_itk(path, header_only=not os.path.isdir(path))
     size = tuple(int(s) for s in image.GetSize())
-    components = (image.GetNumberOfComponents() if isinstance(image, sitk.ImageFileReader)
-                  else image.GetNumberOfComponentsPerPixel())
+    components = (
+        image.GetNumberOfComponents()
+        if isinstance(image, sitk.ImageFileReader)
+        else image.GetNumberOfComponentsPerPixel()
+    )
     if components != 1:
         raise InputError(f"an LGE study has one value per voxel; this image has {components} (colour or vector)")
     if len(size) == 4 and size[3] == 1:
         size = size[:3]
     if len(size) != 3 or min(size) < 1:
-        raise InputError(f"an LGE study must be a 3D short-axis stack (rows x cols x slices); got a {len(size)}D image "
-                         f"of size {list(size)}")
+        raise InputError(
+            f"an LGE study must be a 3D short-axis stack (rows x cols x slices); got a {len(size)}D image "
+            f"of size {list(size)}"
+        )
     if size[0] < 32 or size[1] < 32:
         raise InputError(f"in-plane size {size[:2]} is too small for a short-axis LGE slice (at least 32 x 32)")
-    return Geometry(size=size, spacing=tuple(image.GetSpacing())[:3], origin=tuple(image.GetOrigin())[:3],
-                    direction=tuple(np.asarray(image.GetDirection()).reshape(len(image.GetSpacing()), -1)[:3, :3].ravel()))
+    return Geometry(
+        size=size,
+        spacing=tuple(image.GetSpacing())[:3],
+        origin=tuple(image.GetOrigin())[:3],
+        direction=tuple(np.asarray(image.GetDirection()).reshape(len(image.GetSpacing()), -1)[:3, :3].ravel()),
+    )
 
 
 def check_label(label_path: str, image_path: str) -> np.ndarray:
@@ -120,11 +131,16 @@ def check_label(label_path: str, image_path: str) -> np.ndarray:
     image_geometry = read_geometry(image_path)
     label = read_itk(label_path)
     size = tuple(int(s) for s in label.GetSize())
-    label_geometry = Geometry(size=size, spacing=tuple(label.GetSpacing()), origin=tuple(label.GetOrigin()),
-                              direction=tuple(label.GetDirection()))
+    label_geometry = Geometry(
+        size=size,
+        spacing=tuple(label.GetSpacing()),
+        origin=tuple(label.GetOrigin()),
+        direction=tuple(label.GetDirection()),
+    )
     if not label_geometry.matches(image_geometry):
-        raise InputError(f"label grid differs from its image: label {label_geometry.describe()}, "
-                         f"image {image_geometry.describe()}")
+        raise InputError(
+            f"label grid differs from its image: label {label_geometry.describe()}, image {image_geometry.describe()}"
+        )
     values = sitk.GetArrayFromImage(label)
     if not np.all(np.isfinite(values)) or not np.all(np.equal(np.mod(values, 1), 0)):
         raise InputError("label values must be whole numbers (EMIDEC classes 0-4)")

@@ -46,8 +46,15 @@ class DiceKLLoss(nn.Module):
     Shape: logits (B, C, *spatial); label (B, 1, *spatial) with integer values in [0, C).
     """
 
-    def __init__(self, num_classes: int, *, dice_weight: float = 0.5, kl_weight: float = 0.5,
-                 smoothing: float = 0.05, sigma_vox: float = 1.0):
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        dice_weight: float = 0.5,
+        kl_weight: float = 0.5,
+        smoothing: float = 0.05,
+        sigma_vox: float = 1.0,
+    ):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
@@ -73,7 +80,9 @@ class DiceKLLoss(nn.Module):
         if logits.shape[1] != self.num_classes:
             raise ValueError(f"logits must have {self.num_classes} channels, got {logits.shape[1]}.")
         if label.shape[0] != logits.shape[0] or label.shape[1] != 1 or label.shape[2:] != logits.shape[2:]:
-            raise ValueError(f"label must be (B, 1, *spatial) of logits {tuple(logits.shape)}, got {tuple(label.shape)}.")
+            raise ValueError(
+                f"label must be (B, 1, *spatial) of logits {tuple(logits.shape)}, got {tuple(label.shape)}."
+            )
         q = soft_target(label, self.num_classes, smoothing=self.smoothing, sigma_vox=self.sigma_vox)
         loss = self.kl_weight * self.kl(logits, q)
         if self.dice_weight:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .constants import LV_CAVITY, LV_WALL, MVO, MYOCARDIUM_DENSITY_G_PER_ML, SCAR, TOTAL_SCAR
+from .constants import LV_CAVITY, LV_WALL, MVO, MYOCARDIUM_DENSITY_G_PER_ML, TOTAL_SCAR
 
 # Structures reported and scored: a clinical structure is a set of label values.
 STRUCTURES: dict[str, tuple[int, ...]] = {

@@ -39,8 +39,11 @@ def summarise(results: list[dict]) -> dict:
     out = {"cases": len(results)}
     for name, keep in (("lv_cavity", None), ("lv_wall", None), ("scar", "truth_has_scar"), ("mvo", "truth_has_mvo")):
         values = [r[name] for r in results if keep is None or r[keep]]
-        out[name] = {"mean": round(float(np.mean(values)), 4) if values else None,
-                     "sd": round(float(np.std(values)), 4) if values else None, "n": len(values)}
+        out[name] = {
+            "mean": round(float(np.mean(values)), 4) if values else None,
+            "sd": round(float(np.std(values)), 4) if values else None,
+            "n": len(values),
+        }
     out["false_scar_in_normal_cases"] = sum(1 for r in results if not r["truth_has_scar"] and r["scar"] < 1.0)
     return out
 
@@ -57,7 +60,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--limit-cases", type=int, default=0, help="use only this many EMIDEC training cases (smoke runs)")
+    parser.add_argument(
+        "--limit-cases", type=int, default=0, help="use only this many EMIDEC training cases (smoke runs)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -70,20 +75,37 @@ def main() -> None:
     train_studies = [load_emidec_png_case(root, c, cases[c]) for c in train_cases]
     train_studies += phantom_studies(range(PHANTOM_SEED_BASE, PHANTOM_SEED_BASE + args.phantoms), args.workers)
     held_out_studies = [load_emidec_png_case(root, c, cases[c]) for c in held_out]
-    logger.info("loaded %d training and %d held-out studies in %.1f s", len(train_studies), len(held_out_studies),
-                time.time() - start)
+    logger.info(
+        "loaded %d training and %d held-out studies in %.1f s",
+        len(train_studies),
+        len(held_out_studies),
+        time.time() - start,
+    )
 
     torch.manual_seed(args.seed)
     network = build_network()
 
     def on_epoch(epoch: int, record: dict) -> None:
         if (epoch + 1) % 25 == 0 and epoch + 1 < args.epochs:
-            logger.info("epoch %d held-out %s", epoch + 1, json.dumps(summarise(validate(network, held_out_studies, args.device))))
+            logger.info(
+                "epoch %d held-out %s",
+                epoch + 1,
+                json.dumps(summarise(validate(network, held_out_studies, args.device))),
+            )
             network.train()
 
-    history = train(network, train_studies, epochs=args.epochs, lr=args.lr, device=args.device,
-                    batch_size=args.batch_size, num_workers=args.workers, seed=args.seed, cosine_schedule=True,
-                    on_epoch=on_epoch)
+    history = train(
+        network,
+        train_studies,
+        epochs=args.epochs,
+        lr=args.lr,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        seed=args.seed,
+        cosine_schedule=True,
+        on_epoch=on_epoch,
+    )
 
     results = validate(network, held_out_studies, args.device)
     summary = summarise(results)
@@ -95,7 +117,9 @@ def main() -> None:
         folder = Path(args.real) / "emidec_nifti" / name
         if folder.is_dir():
             try:
-                study = load_study(str(folder / "Images" / f"{name}.nii.gz"), str(folder / "Contours" / f"{name}.nii.gz"), name)
+                study = load_study(
+                    str(folder / "Images" / f"{name}.nii.gz"), str(folder / "Contours" / f"{name}.nii.gz"), name
+                )
             except RuntimeError as e:  # a machine without a NIfTI reader still keeps the checkpoint
                 logger.warning("skipped %s: %s", name, e)
                 continue
@@ -106,15 +130,24 @@ def main() -> None:
         "held_out_per_case": results,
         "emidec_nifti_sample_exams": nifti,
         "publish_score": publish_score(results),
-        "train": {"emidec_cases": len(train_cases), "phantoms": args.phantoms, "epochs": args.epochs, "lr": args.lr,
-                  "batch_size": args.batch_size, "seed": args.seed, "device": str(args.device),
-                  "seconds": round(time.time() - start, 1), "last_epoch": history[-1]},
+        "train": {
+            "emidec_cases": len(train_cases),
+            "phantoms": args.phantoms,
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "device": str(args.device),
+            "seconds": round(time.time() - start, 1),
+            "last_epoch": history[-1],
+        },
         "spec": asdict(SPEC),
     }
     network.cpu()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": network.state_dict(), "meta": {k: report[k] for k in ("held_out_emidec", "train", "spec")}},
-               args.out)
+    torch.save(
+        {"model": network.state_dict(), "meta": {k: report[k] for k in ("held_out_emidec", "train", "spec")}}, args.out
+    )
     if args.metrics:
         Path(args.metrics).write_text(json.dumps(report, indent=2))
     print(json.dumps({"held_out_emidec": summary, "nifti": nifti}, indent=2))

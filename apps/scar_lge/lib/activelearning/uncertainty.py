@@ -81,7 +81,9 @@ class MyocardialUncertainty:
         if not region.any():
             # No sample finds a myocardium: the study needs a human most of all.
             return math.log(NUM_CLASSES)
-        region = ndimage.binary_dilation(region, iterations=2, structure=ndimage.generate_binary_structure(3, 1)[..., 1:2])
+        region = ndimage.binary_dilation(
+            region, iterations=2, structure=ndimage.generate_binary_structure(3, 1)[..., 1:2]
+        )
         return float(mutual_information(probs)[torch.from_numpy(region)].mean())
 
     def cached_score(self, image_id: str, datastore: Datastore) -> float:

@@ -28,8 +28,14 @@ logger = logging.getLogger(__name__)
 class ScarInfer(BasicInferTask):
     """The ``scar`` model: EMIDEC classes plus the scar figures a reader acts on."""
 
-    def __init__(self, path: str, network: ScarNet, *, description: str = "LV myocardium, scar and MVO on LGE MRI",
-                 config: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        path: str,
+        network: ScarNet,
+        *,
+        description: str = "LV myocardium, scar and MVO on LGE MRI",
+        config: dict[str, Any] | None = None,
+    ):
         super().__init__(
             path=path,
             network=network,
@@ -67,8 +73,9 @@ class ScarInfer(BasicInferTask):
         image = data[IMAGE]
         data = super().run_inferer(data, convert_to_batch=convert_to_batch, device=device)
         # Carry the image's transform trace onto the probabilities so Invertd can undo the resampling.
-        data[PRED] = MetaTensor(data[PRED].float().cpu(), meta=image.meta,
-                                applied_operations=list(image.applied_operations))
+        data[PRED] = MetaTensor(
+            data[PRED].float().cpu(), meta=image.meta, applied_operations=list(image.applied_operations)
+        )
         network = self._networks.get(device, (None,))[0]
         data["localisation"] = dict(getattr(network, "last_localisation", {}))
         return data
@@ -93,7 +100,9 @@ class ScarInfer(BasicInferTask):
         result = {
             **scar_quantification(label, geometry.spacing),
             "localisation": data.get("localisation", {}),
-            "model": {"checkpoint": os.path.basename(checkpoint) if checkpoint else None,
-                      "checkpoint_mtime": os.path.getmtime(checkpoint) if checkpoint else None},
+            "model": {
+                "checkpoint": os.path.basename(checkpoint) if checkpoint else None,
+                "checkpoint_mtime": os.path.getmtime(checkpoint) if checkpoint else None,
+            },
         }
         return out_path, result

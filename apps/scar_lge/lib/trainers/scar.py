@@ -50,8 +50,16 @@ class ScarTrainer(TrainTask):
     score is not lower. A crash, a bad label or a worse model leaves the published model as it was.
     """
 
-    def __init__(self, published_path: str, *, epochs: int, lr: float, val_split: float, batch_size: int = 16,
-                 description: str = "Fine-tune the scar model on corrected labels (Dice + KL)"):
+    def __init__(
+        self,
+        published_path: str,
+        *,
+        epochs: int,
+        lr: float,
+        val_split: float,
+        batch_size: int = 16,
+        description: str = "Fine-tune the scar model on corrected labels (Dice + KL)",
+    ):
         super().__init__(description)
         self.published_path = published_path
         self.stats_path = os.path.join(os.path.dirname(published_path), "train_stats.json")
@@ -100,20 +108,33 @@ class ScarTrainer(TrainTask):
         network.to(device)
         val = [studies[i] for i in val_ids]
         baseline = publish_score(validate(network, val, device)) if resumed else float("-inf")
-        history = train(network, [studies[i] for i in train_ids], epochs=epochs, lr=lr, device=device,
-                        batch_size=batch_size, loss=DiceKLLoss(NUM_CLASSES))
+        history = train(
+            network,
+            [studies[i] for i in train_ids],
+            epochs=epochs,
+            lr=lr,
+            device=device,
+            batch_size=batch_size,
+            loss=DiceKLLoss(NUM_CLASSES),
+        )
         per_case = validate(network, val, device)
         candidate = publish_score(per_case)
         published = candidate >= baseline
         if published:
             network.cpu()
             tmp = f"{self.published_path}.tmp"
-            torch.save({"model": network.state_dict(),
-                        "meta": {"fine_tuned_on": train_ids, "validation": val_ids, "score": candidate}}, tmp)
+            torch.save(
+                {
+                    "model": network.state_dict(),
+                    "meta": {"fine_tuned_on": train_ids, "validation": val_ids, "score": candidate},
+                },
+                tmp,
+            )
             os.replace(tmp, self.published_path)  # atomic: infer never sees a half-written file
         stats = {
             "published": published,
-            "reason": "validation score not lower than the current model's" if published
+            "reason": "validation score not lower than the current model's"
+            if published
             else "validation score lower than the current model's: kept the published model",
             "baseline_score": None if baseline == float("-inf") else round(baseline, 4),
             "candidate_score": round(candidate, 4),
@@ -130,6 +151,7 @@ class ScarTrainer(TrainTask):
         with open(f"{self.stats_path}.tmp", "w") as f:
             json.dump(stats, f, indent=2)
         os.replace(f"{self.stats_path}.tmp", self.stats_path)
-        logger.info("train finished: published=%s baseline=%s candidate=%.4f", published, stats["baseline_score"],
-                    candidate)
+        logger.info(
+            "train finished: published=%s baseline=%s candidate=%.4f", published, stats["baseline_score"], candidate
+        )
         return stats

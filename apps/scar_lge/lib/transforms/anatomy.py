@@ -48,4 +48,3 @@ class AnatomicalCleanupd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.cleanup(d[key])
         return d
-

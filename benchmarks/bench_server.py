@@ -1,0 +1,138 @@
+"""Server benchmark: infer latency on a 10-slice 256x256 study, peak memory, fine-tuning time per epoch.
+
+    .venv/bin/python benchmarks/bench_server.py [--repeats 10] [--epochs 3] [--json out.json]
+
+Starts a real server on 127.0.0.1 (default model, a copy of sample-data plus one generated 10-slice
+256x256 study), warms it up, then times POST /infer/scar (full path: load, localise, segment, invert,
+clean up, write the label file) and one fine-tuning run on the 10 labelled sample studies. Prints
+medians over the repeats, peak resident memory of the server and of the training process, and the
+device measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import nibabel as nib
+import psutil
+import requests
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "apps" / "scar_lge"))
+
+from lib.phantoms import make_phantom  # noqa: E402
+from tests.integration.conftest import start_server  # noqa: E402
+
+
+class PeakMemory:
+    """Samples the resident memory of a process and, separately, of its children, every 50 ms."""
+
+    def __init__(self, pid: int):
+        self.process = psutil.Process(pid)
+        self.server_peak = self.children_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.server_peak = max(self.server_peak, self.process.memory_info().rss)
+                children = self.process.children(recursive=True)
+                self.children_peak = max(self.children_peak, sum(c.memory_info().rss for c in children))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="scar_bench_"))
+    server = start_server(tmp)
+    try:
+        p = make_phantom(2026, scar=True, shape=(256, 256), n_slices=10, spacing_mm=1.4, slice_spacing_mm=10.0)
+        nib.save(nib.Nifti1Image(p.image, p.affine), str(server.studies / "bench_256x256x10.nii.gz"))
+        deadline = time.time() + 30
+        while (
+            "bench_256x256x10"
+            not in requests.get(f"{server.url}/datastore/", params={"output": "all"}).json()["objects"]
+            and time.time() < deadline
+        ):
+            time.sleep(0.5)
+        memory = PeakMemory(server.process.pid)
+
+        def infer() -> float:
+            start = time.perf_counter()
+            r = requests.post(
+                f"{server.url}/infer/scar", params={"image": "bench_256x256x10", "output": "image"}, timeout=120
+            )
+            r.raise_for_status()
+            return time.perf_counter() - start
+
+        for _ in range(2):
+            infer()  # warm-up: model load, first-call allocations
+        latencies = [infer() for _ in range(args.repeats)]
+        infer_peak = memory.server_peak
+
+        start = time.perf_counter()
+        task = server.train({"max_epochs": args.epochs, "lr": 1e-4})
+        train_wall = time.perf_counter() - start
+        memory.stop()
+        stats = requests.get(f"{server.url}/info/", timeout=10).json()["train_stats"]["scar"]
+        if task["status"] != "DONE":
+            raise RuntimeError(f"training failed: {task}")
+        epoch_s = [h["seconds"] for h in stats["history"]]
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    device = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"CPU ({platform.processor() or platform.machine()}, {psutil.cpu_count()} cores)"
+    )
+    figures = {
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "infer_study": "256x256x10, 1.4 mm in-plane, 10 mm slices",
+        "infer_repeats": args.repeats,
+        "infer_median_s": round(statistics.median(latencies), 3),
+        "infer_min_s": round(min(latencies), 3),
+        "infer_max_s": round(max(latencies), 3),
+        "server_peak_rss_mb": round(max(infer_peak, memory.server_peak) / 2**20),
+        "train_process_peak_rss_mb": round(memory.children_peak / 2**20),
+        "train_studies": len(stats["train_images"]),
+        "validation_studies": len(stats["validation_images"]),
+        "train_epoch_median_s": round(statistics.median(epoch_s), 2),
+        "train_epochs": epoch_s,
+        "train_run_wall_s": round(train_wall, 1),
+    }
+    width = max(map(len, figures))
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
