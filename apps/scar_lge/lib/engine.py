@@ -64,9 +64,8 @@ def load_study(image, label, name: str = "", affine: np.ndarray | None = None) -
             LABEL: MetaTensor(np.asarray(label, np.float32), meta=dict(meta)),
         }
         data = Compose(preprocess([IMAGE, LABEL], load=False))(data)
-    return Study(
-        name=name or str(image), image=data[IMAGE].as_tensor().float(), label=data[LABEL].as_tensor().round().long()
-    )
+    name = name or (image if isinstance(image, str) else "study")
+    return Study(name=name, image=data[IMAGE].as_tensor().float(), label=data[LABEL].as_tensor().round().long())
 
 
 class SliceDataset(Dataset):
@@ -166,12 +165,13 @@ def train(
         if cosine_schedule
         else None
     )
+    dataset = SliceDataset(studies)
     loader = DataLoader(
-        SliceDataset(studies),
+        dataset,
         batch_size=batch_size,
         shuffle=True,
         num_workers=num_workers,
-        drop_last=len(SliceDataset(studies)) > batch_size,
+        drop_last=len(dataset) > batch_size,
         persistent_workers=num_workers > 0,
     )
     history = []
