@@ -92,3 +92,22 @@ def publish_score(per_case: list[dict[str, float]]) -> float:
     if not per_case:
         raise ValueError("publish_score needs at least one validation case.")
     return float(np.mean([(c["lv_wall"] + c["scar"]) / 2 for c in per_case]))
+
+
+def summarise_cases(per_case: list[dict]) -> dict:
+    """Mean and SD of each structure's Dice over cases, as challenges report them.
+
+    Scar is averaged over cases with scar in the reference only, MVO over cases with MVO only (a
+    scar-free case scores 1 or 0 on scar, which says whether scar was called, not how well it was
+    drawn); ``false_scar_in_normal_cases`` counts reference-scar-free cases given any scar.
+    """
+    out: dict = {"cases": len(per_case)}
+    for name, keep in (("lv_cavity", None), ("lv_wall", None), ("scar", "truth_has_scar"), ("mvo", "truth_has_mvo")):
+        values = [c[name] for c in per_case if keep is None or c[keep]]
+        out[name] = {
+            "mean": round(float(np.mean(values)), 4) if values else None,
+            "sd": round(float(np.std(values)), 4) if values else None,
+            "n": len(values),
+        }
+    out["false_scar_in_normal_cases"] = sum(1 for c in per_case if not c["truth_has_scar"] and c["scar"] < 1.0)
+    return out

@@ -17,14 +17,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.datasets import emidec_png_cases, load_emidec_png_case, phantom_studies, split_cases  # noqa: E402
 from lib.engine import load_study, train, validate  # noqa: E402
-from lib.metrics import publish_score  # noqa: E402
+from lib.metrics import publish_score, summarise_cases  # noqa: E402
 from lib.model import SPEC, build_network  # noqa: E402
 
 logger = logging.getLogger("train_default_model")
@@ -32,20 +31,6 @@ logger = logging.getLogger("train_default_model")
 # Seeds of the training phantoms start here, far from the sample-data seeds (0-99), so the sample
 # studies a user first sees were not trained on.
 PHANTOM_SEED_BASE = 10_000
-
-
-def summarise(results: list[dict]) -> dict:
-    """Mean Dice per structure; scar only over infarct cases and MVO only over MVO cases."""
-    out = {"cases": len(results)}
-    for name, keep in (("lv_cavity", None), ("lv_wall", None), ("scar", "truth_has_scar"), ("mvo", "truth_has_mvo")):
-        values = [r[name] for r in results if keep is None or r[keep]]
-        out[name] = {
-            "mean": round(float(np.mean(values)), 4) if values else None,
-            "sd": round(float(np.std(values)), 4) if values else None,
-            "n": len(values),
-        }
-    out["false_scar_in_normal_cases"] = sum(1 for r in results if not r["truth_has_scar"] and r["scar"] < 1.0)
-    return out
 
 
 def main() -> None:
@@ -90,7 +75,7 @@ def main() -> None:
             logger.info(
                 "epoch %d held-out %s",
                 epoch + 1,
-                json.dumps(summarise(validate(network, held_out_studies, args.device))),
+                json.dumps(summarise_cases(validate(network, held_out_studies, args.device))),
             )
             network.train()
 
@@ -108,7 +93,7 @@ def main() -> None:
     )
 
     results = validate(network, held_out_studies, args.device)
-    summary = summarise(results)
+    summary = summarise_cases(results)
     network.cpu()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": network.state_dict(), "meta": {"held_out_emidec": summary}}, args.out)
