@@ -76,6 +76,8 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     .. math:: D = \frac{2 |P \cap T|}{|P| + |T|}
 
     Both empty gives 1 (a scar-free study predicted scar-free is right); one empty gives 0.
+    Written out because a structure here is a union of label values on a plain array, where
+    MONAI's DiceMetric wants batched one-hot tensors per class.
     """
     p, t = np.asarray(pred, bool), np.asarray(truth, bool)
     denominator = p.sum() + t.sum()

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import torch
-from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
 from ..constants import NUM_CLASSES
@@ -92,16 +92,14 @@ class ScarTrainer(TrainTask):
         device = request.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
         device = "cpu" if str(device).startswith("cuda") and not torch.cuda.is_available() else str(device)
 
-        datalist = {os.path.basename(d["image"]): d for d in datastore.datalist()}
-        by_id = {}
-        for image_id in datastore.get_labeled_images():
-            uri = datastore.get_image_uri(image_id)
-            by_id[image_id] = datalist.get(os.path.basename(uri))
-        by_id = {k: v for k, v in by_id.items() if v}
-        if not by_id:
+        labelled = {
+            i: (datastore.get_image_uri(i), datastore.get_label_uri(i, DefaultLabelTag.FINAL.value))
+            for i in datastore.get_labeled_images(DefaultLabelTag.FINAL.value)
+        }
+        if not labelled:
             raise ValueError("no study has a final label yet: save a corrected label before training")
-        train_ids, val_ids = split_validation(list(by_id), val_split)
-        studies = {i: load_study(by_id[i]["image"], by_id[i]["label"], name=i) for i in set(train_ids) | set(val_ids)}
+        train_ids, val_ids = split_validation(list(labelled), val_split)
+        studies = {i: load_study(*labelled[i], name=i) for i in set(train_ids) | set(val_ids)}
 
         network = build_network()
         resumed = load_checkpoint(network, self.published_path)
