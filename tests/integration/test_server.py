@@ -70,6 +70,7 @@ def test_infer_nifti_on_input_grid_with_scar_figures(server, tmp_path):
         100 * result["scar_mass_g"] / result["lv_myocardial_mass_g"], abs=0.05
     )
     assert {"mvo_mass_g", "mvo_volume_ml"} <= set(result)
+    assert result["localisation"]["heart_found"] is True
     assert [s["slice"] for s in result["per_slice"]] == list(range(label.shape[2]))
     assert sum(s["scar_area_mm2"] for s in result["per_slice"]) * spacing[2] / 1000 == pytest.approx(
         result["scar_volume_ml"], abs=0.05

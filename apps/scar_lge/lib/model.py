@@ -123,7 +123,6 @@ class ScarNet(nn.Module):
             num_res_units=2,
             dropout=dropout,
         )
-        self.last_localisation: dict = {}
 
     def localiser_logits(self, slices: torch.Tensor) -> torch.Tensor:
         """Heart logits on the coarse grid. Shape: (N, 1, H, W) -> (N, 2, ceil(H/f), ceil(W/f)), f the downsampling."""
@@ -143,6 +142,11 @@ class ScarNet(nn.Module):
         """Segmenter logits. Shape: (N, 1, *roi_size_vox) -> (N, NUM_CLASSES, *roi_size_vox)."""
         return self.segmenter(crops)
 
+    def locate(self, volume: torch.Tensor) -> tuple[tuple[int, int], bool]:
+        """Heart centre of one study (see :func:`heart_center`). Shape: volume (1, H, W, D)."""
+        with torch.no_grad(), torch.autocast(volume.device.type, dtype=torch.bfloat16, enabled=volume.is_cuda):
+            return heart_center(self.localise(volume.permute(3, 0, 1, 2)))
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Class probabilities on the input grid.
 
@@ -155,7 +159,6 @@ class ScarNet(nn.Module):
             for volume in image:
                 slices = volume.permute(3, 0, 1, 2)  # (D, 1, H, W)
                 center, found = heart_center(self.localise(slices))
-                self.last_localisation = {"center_vox": list(center), "heart_found": found}
                 if not found:
                     logger.warning("No heart found by the localiser; segmenting the image centre")
                 crops = normalise_intensity(crop_at(slices, center, SPEC.roi_size_vox))

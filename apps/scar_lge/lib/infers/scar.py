@@ -76,8 +76,10 @@ class ScarInfer(BasicInferTask):
         data[PRED] = MetaTensor(
             data[PRED].float().cpu(), meta=image.meta, applied_operations=list(image.applied_operations)
         )
-        network = self._networks.get(device, (None,))[0]
-        data["localisation"] = dict(getattr(network, "last_localisation", {}))
+        # Asked again rather than kept on the network, so concurrent requests cannot mix answers; the
+        # localiser is small and deterministic, so this is the centre the forward pass used.
+        center, found = self._get_network(device, data).locate(image.as_tensor().to(device))
+        data["localisation"] = {"center_vox": list(center), "heart_found": found}
         return data
 
     def post_transforms(self, data=None):
