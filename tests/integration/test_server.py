@@ -77,10 +77,12 @@ def test_infer_nifti_on_input_grid_with_scar_figures(server, tmp_path):
     )
 
 
-def test_infer_dicom_series_folder_on_its_grid(server):
+def test_infer_dicom_series_folder_on_its_grid(server, tmp_path):
     r = requests.post(f"{server.url}/infer/scar", params={"image": "lge_dicom_014", "output": "all"}, timeout=120)
     assert r.status_code == 200, r.text
-    client_out = MONAILabelClient(server.url).infer("scar", "lge_dicom_014", {})
+    # Own tmpdir: with the default /tmp the client saves under the server's temporary file name, which
+    # the server deletes after answering (server and client on one machine).
+    client_out = MONAILabelClient(server.url, tmpdir=str(tmp_path)).infer("scar", "lge_dicom_014", {})
     series = server.studies / "lge_dicom_014.dicom"
     assert read_geometry(client_out[0]).matches(read_geometry(str(series)))
     assert client_out[1]["lv_myocardial_mass_g"] > 20
@@ -102,8 +104,8 @@ def test_infer_uploaded_emidec_nifti_uses_real_spacing(server, real_data, tmp_pa
     assert structure_dice(np.asarray(out.dataobj), truth)["lv_wall"] > 0.6
 
 
-def test_scar_free_study_reports_zero_scar(server):
-    _, result = MONAILabelClient(server.url).infer("scar", "lge_011", {})
+def test_scar_free_study_reports_zero_scar(server, tmp_path):
+    _, result = MONAILabelClient(server.url, tmpdir=str(tmp_path)).infer("scar", "lge_011", {})
     assert result["scar_mass_g"] == pytest.approx(0.0, abs=0.5) and result["lv_myocardial_mass_g"] > 20
 
 
