@@ -27,7 +27,7 @@ from lib.constants import TOTAL_SCAR  # noqa: E402
 from lib.datasets import emidec_png_cases, load_emidec_png_case, phantom_studies, split_cases  # noqa: E402
 from lib.engine import predict_label, validate  # noqa: E402
 from lib.metrics import summarise_cases  # noqa: E402
-from lib.model import build_network  # noqa: E402
+from lib.model import build_network, default_device, load_checkpoint  # noqa: E402
 
 PHANTOM_SEEDS = range(30, 42)
 
@@ -38,10 +38,11 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "apps" / "scar_lge" / "model" / "scar.pt"))
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
 
     network = build_network()
-    network.load_state_dict(torch.load(args.model, map_location="cpu")["model"])
+    if not load_checkpoint(network, args.model):
+        parser.error(f"no checkpoint at {args.model}")
     network.to(device).eval()
 
     root = Path(args.real) / "emidec_png"

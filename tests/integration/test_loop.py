@@ -12,7 +12,7 @@ import torch
 from monailabel.client import MONAILabelClient
 
 from lib.constants import MVO, SCAR
-from lib.model import build_network
+from lib.model import build_network, load_checkpoint, save_checkpoint
 from lib.phantoms import make_phantom
 from tests.conftest import DEFAULT_MODEL
 
@@ -31,12 +31,12 @@ def _poor_model(path) -> None:
     recover within two epochs."""
     torch.manual_seed(0)
     network = build_network()
-    network.load_state_dict(torch.load(DEFAULT_MODEL, map_location="cpu")["model"])
+    load_checkpoint(network, str(DEFAULT_MODEL))
     with torch.no_grad():
         for weight in network.segmenter.parameters():
             if weight.numel() > 1:
                 weight.add_(weight.std() * torch.randn_like(weight))
-    torch.save({"model": network.state_dict()}, path)
+    save_checkpoint(network, str(path))
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-import torch
 
 from lib.constants import LV_WALL, TOTAL_SCAR
 from lib.engine import load_study, predict_label
 from lib.metrics import structure_dice, voxel_volume_ml
-from lib.model import build_network
+from lib.model import build_network, load_checkpoint
 from lib.phantoms import make_phantom
 from tests.conftest import DEFAULT_MODEL
 
@@ -15,7 +14,7 @@ from tests.conftest import DEFAULT_MODEL
 @pytest.fixture(scope="module")
 def network():
     net = build_network()
-    net.load_state_dict(torch.load(DEFAULT_MODEL, map_location="cpu")["model"])
+    assert load_checkpoint(net, str(DEFAULT_MODEL))
     return net.eval()
 
 

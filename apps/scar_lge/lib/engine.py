@@ -19,7 +19,7 @@ from monai.losses import DiceCELoss
 from monai.transforms import Compose
 from monai.utils import set_determinism
 
-from .constants import HEART, IMAGE, LABEL, NUM_CLASSES
+from .constants import HEART, IMAGE, LABEL, MVO, NUM_CLASSES, TOTAL_SCAR
 from .losses import DiceKLLoss
 from .metrics import structure_dice
 from .model import SPEC, ScarNet, crop_at, normalise_intensity
@@ -126,8 +126,8 @@ def validate(network: ScarNet, studies: Sequence[Study], device: torch.device | 
             {
                 "name": study.name,
                 **structure_dice(pred, truth),
-                "truth_has_scar": bool((truth >= 3).any()),
-                "truth_has_mvo": bool((truth == 4).any()),
+                "truth_has_scar": bool(np.isin(truth, TOTAL_SCAR).any()),
+                "truth_has_mvo": bool((truth == MVO).any()),
             }
         )
     return results

@@ -9,6 +9,7 @@ not installed.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,7 +159,7 @@ class ScarNet(nn.Module):
         with torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=image.is_cuda):
             for volume in image:
                 slices = volume.permute(3, 0, 1, 2)  # (D, 1, H, W)
-                center, found = heart_center(self.localise(slices))
+                center, found = self.locate(volume)
                 if not found:
                     logger.warning("No heart found by the localiser; segmenting the image centre")
                 crops = normalise_intensity(crop_at(slices, center, SPEC.roi_size_vox))
@@ -170,6 +171,30 @@ class ScarNet(nn.Module):
 def build_network(dropout: float = SPEC.dropout) -> ScarNet:
     """The one network factory: infer, train and uncertainty scoring all call it."""
     return ScarNet(dropout=dropout)
+
+
+CHECKPOINT_KEY = "model"  # state dict key in every checkpoint file; "meta" holds provenance
+
+
+def default_device() -> str:
+    """CUDA when the machine has a GPU, else CPU: every task's default."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_checkpoint(network: nn.Module, path: str) -> bool:
+    """Load weights saved by :func:`save_checkpoint` into ``network``; False when there is no file."""
+    if not os.path.exists(path):
+        return False
+    network.load_state_dict(torch.load(path, map_location="cpu")[CHECKPOINT_KEY])
+    return True
+
+
+def save_checkpoint(network: nn.Module, path: str, meta: dict | None = None) -> None:
+    """Write ``network``'s weights atomically: a reader (infer) never sees a half-written file."""
+    tmp = f"{path}.tmp"
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    torch.save({CHECKPOINT_KEY: state, "meta": meta or {}}, tmp)
+    os.replace(tmp, path)
 
 
 def enable_mc_dropout(network: nn.Module) -> None:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib.datasets import emidec_png_cases, load_emidec_png_case, phantom_studies, split_cases  # noqa: E402
 from lib.engine import load_study, train, validate  # noqa: E402
 from lib.metrics import publish_score, summarise_cases  # noqa: E402
-from lib.model import SPEC, build_network  # noqa: E402
+from lib.model import SPEC, build_network, default_device, save_checkpoint  # noqa: E402
 
 logger = logging.getLogger("train_default_model")
 
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=default_device())
     parser.add_argument(
         "--limit-cases", type=int, default=0, help="use only this many EMIDEC training cases (smoke runs)"
     )
@@ -94,9 +94,20 @@ def main() -> None:
 
     results = validate(network, held_out_studies, args.device)
     summary = summarise_cases(results)
-    network.cpu()
+    train_info = {
+        "emidec_cases": len(train_cases),
+        "phantoms": args.phantoms,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "device": str(args.device),
+        "seconds": round(time.time() - start, 1),
+        "last_epoch": history[-1],
+    }
+    # Saved before the optional checks below, so nothing after training can lose the checkpoint.
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": network.state_dict(), "meta": {"held_out_emidec": summary}}, args.out)
+    save_checkpoint(network, args.out, {"held_out_emidec": summary, "train": train_info, "spec": asdict(SPEC)})
     nifti = {}
     for name in ("samplePositive", "sampleNegative"):
         folder = Path(args.real) / "emidec_nifti" / name
@@ -108,31 +119,16 @@ def main() -> None:
             except RuntimeError as e:  # a machine without a NIfTI reader still keeps the checkpoint
                 logger.warning("skipped %s: %s", name, e)
                 continue
-            nifti[name] = validate(network, [study], "cpu")[0]
+            nifti[name] = validate(network, [study], args.device)[0]
     report = {
         "held_out_emidec": summary,
         "held_out_cases": held_out,
         "held_out_per_case": results,
         "emidec_nifti_sample_exams": nifti,
         "publish_score": publish_score(results),
-        "train": {
-            "emidec_cases": len(train_cases),
-            "phantoms": args.phantoms,
-            "epochs": args.epochs,
-            "lr": args.lr,
-            "batch_size": args.batch_size,
-            "seed": args.seed,
-            "device": str(args.device),
-            "seconds": round(time.time() - start, 1),
-            "last_epoch": history[-1],
-        },
+        "train": train_info,
         "spec": asdict(SPEC),
     }
-    network.cpu()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"model": network.state_dict(), "meta": {k: report[k] for k in ("held_out_emidec", "train", "spec")}}, args.out
-    )
     if args.metrics:
         Path(args.metrics).write_text(json.dumps(report, indent=2))
     print(json.dumps({"held_out_emidec": summary, "nifti": nifti}, indent=2))

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from ..constants import IMAGE, LV_WALL, NUM_CLASSES
 from ..label_io import InputError
-from ..model import build_network, enable_mc_dropout
+from ..model import build_network, default_device, enable_mc_dropout, load_checkpoint
 from ..transforms.pipelines import preprocess
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class MyocardialUncertainty:
             raise ValueError(f"Monte-Carlo dropout needs at least 2 samples, got {samples}.")
         self.model_path = model_path
         self.samples = samples
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or default_device()
         self._network: tuple[Any, float] | None = None
         self._preprocess = Compose(preprocess([IMAGE]))
 
@@ -63,8 +63,7 @@ class MyocardialUncertainty:
         stamp = self._model_stamp()
         if self._network is None or self._network[1] != stamp:
             network = build_network()
-            if stamp:
-                network.load_state_dict(torch.load(self.model_path, map_location="cpu")["model"])
+            load_checkpoint(network, self.model_path)
             self._network = (network.to(self.device), stamp)
         return self._network[0]
 

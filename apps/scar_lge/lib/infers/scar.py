@@ -18,7 +18,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from ..constants import IMAGE, LABELS, PRED
 from ..label_io import read_geometry, write_label_like
 from ..metrics import scar_quantification
-from ..model import SPEC, ScarNet
+from ..model import CHECKPOINT_KEY, SPEC, ScarNet
 from ..transforms.anatomy import AnatomicalCleanupd
 from ..transforms.pipelines import preprocess
 
@@ -43,7 +43,7 @@ class ScarInfer(BasicInferTask):
             labels=dict(LABELS),
             dimension=3,
             description=description,
-            model_state_dict="model",
+            model_state_dict=CHECKPOINT_KEY,
             config={"result_extension": ".nii.gz", **(config or {})},
         )
         # Built once: Invertd must see the very transform objects that preprocessed the image.

@@ -13,11 +13,9 @@ import torch
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
-from ..constants import NUM_CLASSES
 from ..engine import load_study, train, validate
-from ..losses import DiceKLLoss
 from ..metrics import publish_score
-from ..model import build_network
+from ..model import build_network, default_device, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +30,6 @@ def split_validation(image_ids: list[str], fraction: float) -> tuple[list[str], 
     ranked = sorted(image_ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())
     n_val = min(max(1, round(fraction * len(ranked))), len(ranked) - 1)
     return sorted(ranked[n_val:]), sorted(ranked[:n_val])
-
-
-def load_checkpoint(network: torch.nn.Module, path: str) -> bool:
-    """Load the published weights into ``network`` if there are any; True when loaded."""
-    if not os.path.exists(path):
-        return False
-    network.load_state_dict(torch.load(path, map_location="cpu")["model"])
-    return True
 
 
 class ScarTrainer(TrainTask):
@@ -89,7 +79,7 @@ class ScarTrainer(TrainTask):
         batch_size = self._option(request, "batch_size", int)
         if epochs < 1 or lr <= 0 or not 0 < val_split < 1 or batch_size < 1:
             raise ValueError(f"need max_epochs >= 1, lr > 0, 0 < val_split < 1, batch_size >= 1; got {request}")
-        device = request.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = request.get("device") or default_device()
         device = "cpu" if str(device).startswith("cuda") and not torch.cuda.is_available() else str(device)
 
         labelled = {
@@ -113,22 +103,13 @@ class ScarTrainer(TrainTask):
             lr=lr,
             device=device,
             batch_size=batch_size,
-            loss=DiceKLLoss(NUM_CLASSES),
         )
         per_case = validate(network, val, device)
         candidate = publish_score(per_case)
         published = candidate >= baseline
         if published:
-            network.cpu()
-            tmp = f"{self.published_path}.tmp"
-            torch.save(
-                {
-                    "model": network.state_dict(),
-                    "meta": {"fine_tuned_on": train_ids, "validation": val_ids, "score": candidate},
-                },
-                tmp,
-            )
-            os.replace(tmp, self.published_path)  # atomic: infer never sees a half-written file
+            meta = {"fine_tuned_on": train_ids, "validation": val_ids, "score": candidate}
+            save_checkpoint(network, self.published_path, meta)
         stats = {
             "published": published,
             "reason": "validation score not lower than the current model's"
