@@ -7,5 +7,19 @@ bash scripts/install.sh
 export MONAI_LABEL_TRACKING_ENABLED=false        # mlflow 3 rejects MONAI Label's file:// store
 export MONAI_LABEL_AUTO_UPDATE_SCORING=false     # scores refresh lazily, per published model
 export MONAI_LABEL_DATASTORE_AUTO_RELOAD=true
-exec .venv/bin/python -m monailabel.main start_server --app apps/scar_lge --studies "${STUDIES:-sample-data}" \
-  --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" "$@"
+# The app's own ASGI entry (lib/server.py): MONAI Label's app behind the app's request checks.
+export PYTHONPATH="$PWD/apps/scar_lge${PYTHONPATH:+:$PYTHONPATH}"
+# Runtime data lives outside the source tree: a working copy of the sample studies (made once) and,
+# by default, the published models beside it.
+DATA_HOME="${SCAR_LGE_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/scar_lge}"
+if [ -z "${STUDIES:-}" ]; then
+  STUDIES="$DATA_HOME/studies"
+  if [ ! -d "$STUDIES" ]; then
+    mkdir -p "$DATA_HOME"
+    cp -r sample-data "$STUDIES.tmp" && mv "$STUDIES.tmp" "$STUDIES"
+    echo "copied the sample studies to $STUDIES"
+  fi
+fi
+exec .venv/bin/python -m monailabel.main start_server --app apps/scar_lge --studies "$STUDIES" \
+  --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" --uvicorn_app lib.server:app \
+  --conf model_dir "${MODEL_DIR:-$DATA_HOME/models}" "$@"

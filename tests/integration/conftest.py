@@ -31,7 +31,6 @@ class Server:
 
     def __init__(self, root: Path, model_dir: Path):
         self.root, self.studies, self.model_dir = root, root / "studies", model_dir
-        self.model_path = model_dir / "scar.pt"
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / "server.log"
@@ -41,6 +40,7 @@ class Server:
             "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
             "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "true",
             "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(APP_DIR),
         }
         cmd = [
             sys.executable,
@@ -55,6 +55,8 @@ class Server:
             "127.0.0.1",
             "--port",
             str(self.port),
+            "--uvicorn_app",
+            "lib.server:app",
             "--conf",
             "model_dir",
             str(model_dir),
@@ -75,6 +77,17 @@ class Server:
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"server did not answer in {STARTUP_TIMEOUT_S} s: {self.log.read_text()[-3000:]}")
+
+    def current_model(self) -> dict:
+        """The current version, its checkpoint's SHA-256 and every published version, read from the model folder."""
+        import hashlib
+
+        from lib.model_store import ModelStore
+
+        store = ModelStore(str(self.model_dir), str(DEFAULT_MODEL))
+        current = store.current()
+        sha = hashlib.sha256(open(current.path, "rb").read()).hexdigest() if os.path.exists(current.path) else None
+        return {"version": current.version, "sha": sha, "versions": store.versions()}
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -100,12 +113,18 @@ class Server:
         raise TimeoutError(f"training did not finish in {TRAIN_TIMEOUT_S} s")
 
 
-def start_server(tmp: Path, model_file: Path | None = DEFAULT_MODEL) -> Server:
+def start_server(tmp: Path, network=None) -> Server:
+    """A server on a copy of the sample studies, with an empty model folder (current: the shipped default).
+
+    ``network``, if given, is published as version v1 first, so it is the current model.
+    """
     shutil.copytree(SAMPLE_DATA, tmp / "studies")
     model_dir = tmp / "model"
     model_dir.mkdir()
-    if model_file:
-        shutil.copy(model_file, model_dir / "scar.pt")
+    if network is not None:
+        from lib.model_store import ModelStore
+
+        ModelStore(str(model_dir), str(DEFAULT_MODEL)).publish(network, {"note": "test model"}, {"note": "test"})
     return Server(tmp, model_dir)
 
 

@@ -3,12 +3,18 @@ import torch
 
 from lib.activelearning.uncertainty import mutual_information
 from lib.configs.scar import parse_settings
-from lib.trainers.scar import split_validation
 
 
-def test_defaults_and_casts():
+def test_defaults_and_casts(monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", "/data")
     s = parse_settings({"epochs": "3", "lr": "0.001"}, "/app")
-    assert (s.epochs, s.lr, s.val_split, s.mc_samples, s.model_dir) == (3, 0.001, 0.2, 8, "/app/model")
+    assert (s.epochs, s.lr, s.val_split, s.mc_samples) == (3, 0.001, 0.2, 8)
+    assert s.model_dir == "/data/scar_lge/models"  # published models never go into the source tree
+
+
+def test_model_dir_cannot_be_the_shipped_models_folder():
+    with pytest.raises(ValueError, match="conf model_dir='/app/model' is not valid"):
+        parse_settings({"model_dir": "/app/model"}, "/app")
 
 
 @pytest.mark.parametrize(
@@ -17,14 +23,6 @@ def test_defaults_and_casts():
 def test_bad_flag_names_flag_value_and_choices(flag, value):
     with pytest.raises(ValueError, match=rf"conf {flag}='{value}' is not valid; allowed"):
         parse_settings({flag: value}, "/app")
-
-
-def test_validation_split_is_stable_and_never_empty():
-    ids = [f"lge_{i:03d}" for i in range(10)]
-    train, val = split_validation(ids, 0.2)
-    assert len(val) == 2 and not set(train) & set(val) and set(train) | set(val) == set(ids)
-    assert split_validation(list(reversed(ids)), 0.2) == (train, val)  # order of listing does not matter
-    assert split_validation(["only"], 0.2) == (["only"], ["only"])
 
 
 def test_mutual_information_zero_when_samples_agree_positive_when_not():

@@ -1,4 +1,4 @@
-"""Local datastore that refuses labels and images the app could not use, before touching disk."""
+"""Local datastore that refuses unsafe names and labels and images the app could not use, before touching disk."""
 
 from __future__ import annotations
 
@@ -11,26 +11,95 @@ from fastapi import HTTPException
 from monailabel.datastore.local import LocalDatastore
 
 from .label_io import InputError, check_label, read_geometry, write_label_like
+from .names import check_name, is_name, resolve_inside
 
 logger = logging.getLogger(__name__)
 
 # A DICOM series is stored as a folder named <id>.dicom holding its slice files.
 STUDY_PATTERNS = ("*.nii.gz", "*.nii", "*.nrrd", "*.dicom")
+# What an upload may be: single files only (a DICOM series is added as a folder by an administrator).
+UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
+
+
+def _refuse(e: InputError, what: str) -> HTTPException:
+    return HTTPException(status_code=e.status_code, detail=f"{what}: {e}")
 
 
 class ScarDatastore(LocalDatastore):
-    """LocalDatastore plus input checks.
+    """LocalDatastore plus name and input checks.
 
-    A label must lie on its image's grid and hold EMIDEC values 0-4; an image must be a readable 3D
-    stack. What fails is answered with HTTP 4xx and a reason, and nothing is written, so a bad save
-    never replaces a good label. A label is stored re-written on the image's own header, so the
-    stored file and the study overlay exactly in every viewer.
+    Every image id and label tag must be a safe name (:mod:`lib.names`) and every path built from one
+    must resolve inside the studies folder (a symlink pointing out is refused), so no request reads,
+    writes or deletes anything elsewhere. Files in the studies folder whose names are not safe ids
+    are not listed. A label must lie on its image's grid and hold EMIDEC values 0-4; an image must be
+    a readable 3D stack and must not replace an existing study. What fails is answered with HTTP 4xx
+    and a reason, and nothing is written, so a bad save never replaces a good label. A label is
+    stored re-written on the image's own header, so stored file and study overlay exactly.
     """
 
     def __init__(self, datastore_path: str, **kwargs: Any):
+        self._root = os.path.realpath(datastore_path)
         super().__init__(datastore_path, extensions=STUDY_PATTERNS, **kwargs)
 
+    # ---- names and paths
+
+    def _name(self, kind: str, value: Any) -> str:
+        try:
+            return check_name(kind, value)
+        except InputError as e:
+            raise _refuse(e, "refused") from e
+
+    def _inside(self, uri: str) -> str:
+        if not uri:
+            return uri
+        try:
+            return resolve_inside(self._root, os.path.relpath(uri, self._root))
+        except InputError as e:
+            logger.warning("refused a study path that leaves the studies folder: %s", uri)
+            raise _refuse(e, "refused") from e
+
+    def _list_files(self, path, patterns):
+        files = super()._list_files(path, patterns)
+        kept = {}
+        for name, file in files.items():
+            study_id, _ = self._to_id(name)
+            real = os.path.realpath(os.path.join(path, file))
+            if not is_name(study_id) or os.path.commonpath([self._root, real]) != self._root:
+                logger.warning("not listed: %s (unsafe name, or a link that leaves the studies folder)", name)
+                continue
+            kept[name] = file
+        return kept
+
+    def get_image_uri(self, image_id: str) -> str:
+        return self._inside(super().get_image_uri(self._name("image id", image_id)))
+
+    def get_label_uri(self, label_id: str, label_tag: str) -> str:
+        self._name("label tag", label_tag)
+        return self._inside(super().get_label_uri(self._name("image id", label_id), label_tag))
+
+    def get_image_info(self, image_id: str) -> dict[str, Any]:
+        return super().get_image_info(self._name("image id", image_id))
+
+    def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
+        if image_id not in self._datastore.objects:
+            raise HTTPException(status_code=404, detail=f"unknown image id '{self._name('image id', image_id)}'")
+        return super().update_image_info(image_id, info)
+
+    def get_label_info(self, label_id: str, label_tag: str) -> dict[str, Any]:
+        self._name("label tag", label_tag)
+        return super().get_label_info(self._name("image id", label_id), label_tag)
+
+    def update_label_info(self, label_id: str, label_tag: str, info: dict[str, Any]) -> None:
+        self._name("image id", label_id)
+        self._name("label tag", label_tag)
+        if not self._datastore.label(label_id, label_tag):
+            raise HTTPException(status_code=404, detail=f"no '{label_tag}' label for image '{label_id}'")
+        return super().update_label_info(label_id, label_tag, info)
+
+    # ---- changes
+
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        self._name("label tag", label_tag)
         image_path = self.get_image_uri(image_id)
         if not image_path:
             raise HTTPException(status_code=404, detail=f"unknown image id '{image_id}'")
@@ -41,11 +110,33 @@ class ScarDatastore(LocalDatastore):
                 clean = write_label_like(label, image_path, os.path.join(tmp, f"label{suffix}"))
                 return super().save_label(image_id, clean, label_tag, label_info)
         except InputError as e:
-            raise HTTPException(status_code=e.status_code, detail=f"label not saved: {e}") from e
+            raise _refuse(e, "label not saved") from e
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        if not self.get_label_uri(label_id, label_tag):
+            raise HTTPException(status_code=404, detail=f"no '{label_tag}' label for image '{label_id}'")
+        return super().remove_label(label_id, label_tag)
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        suffix = next((s for s in UPLOAD_SUFFIXES if image_filename.endswith(s)), None)
+        if suffix is None:
+            raise HTTPException(
+                status_code=422, detail=f"image not added: upload a NIfTI or NRRD file ({', '.join(UPLOAD_SUFFIXES)})"
+            )
+        image_id = image_id or self._to_id(os.path.basename(image_filename))[0]
+        self._name("image id", image_id)
+        if image_id in self._datastore.objects:
+            raise HTTPException(
+                status_code=409,
+                detail=f"image not added: '{image_id}' already exists; delete it first or choose another id",
+            )
         try:
             read_geometry(image_filename)
         except InputError as e:
-            raise HTTPException(status_code=e.status_code, detail=f"image not added: {e}") from e
+            raise _refuse(e, "image not added") from e
         return super().add_image(image_id, image_filename, image_info)
+
+    def remove_image(self, image_id: str) -> None:
+        if not self.get_image_uri(image_id):
+            raise HTTPException(status_code=404, detail=f"unknown image id '{image_id}'")
+        return super().remove_image(image_id)

@@ -12,6 +12,11 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 # RAS (NIfTI, MONAI) and LPS (DICOM, ITK) differ by the sign of x and y.
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
+# LGE is an inversion-recovery gradient echo; the inversion time is chosen on a TI scout to null normal
+# myocardium, which 10-15 min after gadolinium at 1.5 T falls at roughly 250-350 ms (Kellman & Arai, JMRI
+# 2012;36:529-542). Recorded so that readers (lib/caveats.py) recognise the series as LGE.
+LGE_INVERSION_TIME_MS = 300.0
+
 
 def write_dicom_series(
     image_xyz: np.ndarray,
@@ -21,11 +26,24 @@ def write_dicom_series(
     patient_id: str,
     series_description: str = "LGE SAX PSIR",
     uid_seed: str | None = None,
+    inversion_time_ms: float | None = LGE_INVERSION_TIME_MS,
 ) -> list[str]:
     """Write (x, y, z) int16 voxels as one MR series, one file per short-axis slice.
 
     Image Position/Orientation (Patient), Pixel Spacing, Slice Thickness and the Frame of Reference
     are set from ``affine_ras`` so that ITK reads back the same grid as from a NIfTI with that affine.
+
+    Args:
+        image_xyz: (x, y, z) voxels, written as int16.
+        affine_ras: 4x4 voxel-to-RAS affine of ``image_xyz``.
+        folder: output folder, created if missing.
+        patient_id: Patient ID and Patient's Name.
+        series_description: Series Description.
+        uid_seed: seed of the study, series, frame-of-reference and instance UIDs (default ``patient_id``),
+            so that a rewrite gives the same UIDs.
+        inversion_time_ms: Inversion Time; the series is written as inversion-recovery gradient echo
+            (Scanning Sequence GR\\IR). None writes a plain gradient echo (GR, no Inversion Time), as a
+            cine series would be.
 
     Returns:
         The written file paths, in slice order.
@@ -55,7 +73,13 @@ def write_dicom_series(
         ds.ImageOrientationPatient = [float(v) for v in (*row_cosines, *col_cosines)]
         ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing, then column spacing
         ds.SliceThickness = ds.SpacingBetweenSlices = float(spacing[2])
-        ds.SliceLocation = float(np.dot(np.cross(row_cosines, col_cosines), ds.ImagePositionPatient))
+        # Rounded: the last digit of this dot product differed between machines, the only bytes by which a
+        # regenerated sample series differed. Geometry comes from Image Position (Patient), not from this.
+        ds.SliceLocation = round(float(np.dot(np.cross(row_cosines, col_cosines), ds.ImagePositionPatient)), 6)
+        if inversion_time_ms is None:
+            ds.ScanningSequence = "GR"
+        else:
+            ds.ScanningSequence, ds.InversionTime = ["GR", "IR"], float(inversion_time_ms)
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.Rows, ds.Columns = int(image_xyz.shape[1]), int(image_xyz.shape[0])
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1

@@ -21,7 +21,7 @@ from monai.utils import set_determinism
 
 from .constants import HEART, IMAGE, LABEL, MVO, NUM_CLASSES, TOTAL_SCAR
 from .losses import DiceKLLoss
-from .metrics import structure_dice
+from .metrics import structure_dice, structure_overlap, voxel_volume_ml
 from .model import SPEC, ScarNet, crop_at, normalise_intensity
 from .transforms.anatomy import AnatomicalCleanup
 from .transforms.pipelines import augment_slices, preprocess
@@ -38,6 +38,7 @@ class Study:
     name: str
     image: torch.Tensor
     label: torch.Tensor
+    voxel_ml: float  # volume of one voxel on the model grid (in-plane resampled, slices as acquired)
 
     @cached_property
     def heart_center_vox(self) -> tuple[int, int]:
@@ -65,7 +66,13 @@ def load_study(image, label, name: str = "", affine: np.ndarray | None = None) -
         }
         data = Compose(preprocess([IMAGE, LABEL], load=False))(data)
     name = name or (image if isinstance(image, str) else "study")
-    return Study(name=name, image=data[IMAGE].as_tensor().float(), label=data[LABEL].as_tensor().round().long())
+    spacing = [float(v) for v in data[IMAGE].pixdim[:3]]
+    return Study(
+        name=name,
+        image=data[IMAGE].as_tensor().float(),
+        label=data[LABEL].as_tensor().round().long(),
+        voxel_ml=voxel_volume_ml(spacing),
+    )
 
 
 class SliceDataset(Dataset):
@@ -116,7 +123,7 @@ def predict_label(network: ScarNet, image: torch.Tensor, device: torch.device | 
 
 
 def validate(network: ScarNet, studies: Sequence[Study], device: torch.device | str = "cpu") -> list[dict]:
-    """Per-study Dice of each clinical structure, in eval mode (no dropout)."""
+    """Per-study Dice and voxel overlap of each clinical structure, and predicted scar volume, in eval mode."""
     network.eval()
     results = []
     for study in studies:
@@ -126,6 +133,8 @@ def validate(network: ScarNet, studies: Sequence[Study], device: torch.device | 
             {
                 "name": study.name,
                 **structure_dice(pred, truth),
+                "overlap": structure_overlap(pred, truth),
+                "predicted_scar_ml": float(np.isin(pred, TOTAL_SCAR).sum() * study.voxel_ml),
                 "truth_has_scar": bool(np.isin(truth, TOTAL_SCAR).any()),
                 "truth_has_mvo": bool((truth == MVO).any()),
             }
@@ -146,11 +155,14 @@ def train(
     loss: torch.nn.Module | None = None,
     cosine_schedule: bool = False,
     on_epoch: Callable[[int, dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[dict]:
     """Fit localiser and segmenter together; returns one dict of mean losses and seconds per epoch.
 
     Mixed precision (bf16 autocast) on CUDA; fp32 on CPU. ``cosine_schedule`` decays the learning rate
     to 2 % of ``lr`` over the run (training from scratch); fine-tuning keeps it constant.
+    ``should_stop`` is asked before every step; it may return True (stop after this epoch's record) or
+    raise to abandon the run at once.
     """
     if not studies:
         raise ValueError("train needs at least one labelled study.")
@@ -178,6 +190,8 @@ def train(
     for epoch in range(epochs):
         start, totals, steps = time.time(), {"segmenter": 0.0, "localiser": 0.0}, 0
         for batch in loader:
+            if should_stop and should_stop():
+                break
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -200,5 +214,7 @@ def train(
         logger.info("epoch %d: %s", epoch + 1, record)
         if on_epoch:
             on_epoch(epoch, record)
+        if should_stop and should_stop():
+            break
     network.eval()
     return history

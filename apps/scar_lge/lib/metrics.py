@@ -33,7 +33,12 @@ def scar_quantification(label: np.ndarray, spacing_mm: Sequence[float]) -> dict:
         spacing_mm: (row, col, slice) spacing; the slice spacing is the distance between slice centres.
 
     Returns:
-        JSON-ready dict of volumes (mL), masses (g), percentages and per-slice scar areas (mm^2).
+        JSON-ready dict of volumes (mL), masses (g), percentages and per-slice scar areas (mm^2). The
+        percentages of LV mass are None when the label has no LV wall: a share of nothing is undefined,
+        and 0 % would read as "no scar" (``lib.caveats.assess`` gives the reason).
+
+    Raises:
+        ValueError: if ``label`` is not 3D.
     """
     if label.ndim != 3:
         raise ValueError(f"label must be (H, W, D), got shape {label.shape}.")
@@ -61,10 +66,10 @@ def scar_quantification(label: np.ndarray, spacing_mm: Sequence[float]) -> dict:
         "lv_myocardial_mass_g": round(float(lv_mass), 2),
         "scar_volume_ml": round(float(scar.sum() * voxel_ml), 2),
         "scar_mass_g": round(float(scar_mass), 2),
-        "scar_percent_lv_mass": round(float(100.0 * scar_mass / lv_mass), 2) if lv_mass else 0.0,
+        "scar_percent_lv_mass": round(float(100.0 * scar_mass / lv_mass), 2) if lv_mass else None,
         "mvo_volume_ml": round(float(mvo.sum() * voxel_ml), 2),
         "mvo_mass_g": round(float(mvo_mass), 2),
-        "mvo_percent_lv_mass": round(float(100.0 * mvo_mass / lv_mass), 2) if lv_mass else 0.0,
+        "mvo_percent_lv_mass": round(float(100.0 * mvo_mass / lv_mass), 2) if lv_mass else None,
         "scar_slices": int(sum(1 for s in per_slice if s["scar_area_mm2"] > 0)),
         "per_slice": per_slice,
     }
@@ -89,11 +94,34 @@ def structure_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {name: dice(np.isin(pred, values), np.isin(truth, values)) for name, values in STRUCTURES.items()}
 
 
-def publish_score(per_case: list[dict[str, float]]) -> float:
-    """The number a new model must not lower to be published: mean Dice of LV wall and scar over cases."""
-    if not per_case:
-        raise ValueError("publish_score needs at least one validation case.")
-    return float(np.mean([(c["lv_wall"] + c["scar"]) / 2 for c in per_case]))
+def structure_overlap(pred: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, int]]:
+    """Voxel counts per clinical structure: |P & T|, |P| and |T|, the parts pooled Dice sums over studies."""
+    out = {}
+    for name, values in STRUCTURES.items():
+        p, t = np.isin(pred, values), np.isin(truth, values)
+        out[name] = {"intersection": int(np.logical_and(p, t).sum()), "predicted": int(p.sum()), "reference": int(t.sum())}
+    return out
+
+
+def pooled_dice(per_case: list[dict]) -> dict[str, float | None]:
+    r"""Dice per structure pooled over a set of studies (nnU-Net's global Dice per class).
+
+    .. math:: D_s = \frac{2 \sum_n |P_{n,s} \cap T_{n,s}|}{\sum_n |P_{n,s}| + \sum_n |T_{n,s}|}
+
+    for structure :math:`s` over studies :math:`n`. A study contributes in proportion to its voxels, so a
+    scar-free study does not count as a perfect 1 or a failed 0 for scar, as it does in a mean of
+    per-study Dice. ``None`` where the structure is absent from both prediction and reference in
+    every study (nothing to score).
+
+    Args:
+        per_case: dicts with an ``"overlap"`` entry as made by :func:`structure_overlap`.
+    """
+    out: dict[str, float | None] = {}
+    for name in STRUCTURES:
+        inter = sum(c["overlap"][name]["intersection"] for c in per_case)
+        total = sum(c["overlap"][name]["predicted"] + c["overlap"][name]["reference"] for c in per_case)
+        out[name] = None if total == 0 else 2.0 * inter / total
+    return out
 
 
 def summarise_cases(per_case: list[dict]) -> dict:

@@ -8,9 +8,10 @@ not installed.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet
 from torch import nn
 
-from .constants import BACKGROUND, NUM_CLASSES
+from .constants import BACKGROUND, LABELS, NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,26 @@ def heart_center(heart_prob: torch.Tensor) -> tuple[tuple[int, int], bool]:
     return (row, col), True
 
 
+# The two networks' arguments, declared once: the checkpoint recipe records them, so a checkpoint of a
+# different architecture is refused by name rather than failing on a missing weight.
+LOCALISER_ARGS = {
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 2,
+    "channels": (8, 16, 32, 64),
+    "strides": (2, 2, 2),
+    "num_res_units": 1,
+}
+SEGMENTER_ARGS = {
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": NUM_CLASSES,
+    "channels": (16, 32, 64, 128, 256),
+    "strides": (2, 2, 2, 2),
+    "num_res_units": 2,
+}
+
+
 class ScarNet(nn.Module):
     """Heart localiser plus in-crop segmenter, the two-stage design of the source method.
 
@@ -112,18 +133,8 @@ class ScarNet(nn.Module):
 
     def __init__(self, dropout: float = SPEC.dropout):
         super().__init__()
-        self.localiser = UNet(
-            spatial_dims=2, in_channels=1, out_channels=2, channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1
-        )
-        self.segmenter = UNet(
-            spatial_dims=2,
-            in_channels=1,
-            out_channels=NUM_CLASSES,
-            channels=(16, 32, 64, 128, 256),
-            strides=(2, 2, 2, 2),
-            num_res_units=2,
-            dropout=dropout,
-        )
+        self.localiser = UNet(**LOCALISER_ARGS)
+        self.segmenter = UNet(**SEGMENTER_ARGS, dropout=dropout)
 
     def localiser_logits(self, slices: torch.Tensor) -> torch.Tensor:
         """Heart logits on the coarse grid. Shape: (N, 1, H, W) -> (N, 2, ceil(H/f), ceil(W/f)), f the downsampling."""
@@ -173,7 +184,31 @@ def build_network(dropout: float = SPEC.dropout) -> ScarNet:
     return ScarNet(dropout=dropout)
 
 
-CHECKPOINT_KEY = "model"  # state dict key in every checkpoint file; "meta" holds provenance
+CHECKPOINT_KEY = "model"  # state dict key in every checkpoint file; "recipe" and "provenance" sit beside it
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, or made for other labels, preprocessing or architecture."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"model checkpoint {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def checkpoint_recipe() -> dict:
+    """What inference needs to use a checkpoint correctly: labels, grid and normalisation, architecture.
+
+    JSON-ready (tuples as lists), so the recipe stored in a checkpoint compares equal to this one.
+    """
+    recipe = {
+        "labels": dict(LABELS),
+        "spec": asdict(SPEC),
+        "architecture": {"name": "ScarNet", "localiser": LOCALISER_ARGS, "segmenter": SEGMENTER_ARGS},
+        "preprocessing": "in-plane resampling to spec.spacing_mm; crop of spec.roi_size_vox at the localised "
+        "heart; robust percentile intensity scaling to [0, 1] (lib/model.normalise_intensity)",
+    }
+    return json.loads(json.dumps(recipe))
 
 
 def default_device() -> str:
@@ -181,19 +216,51 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_checkpoint(network: nn.Module, path: str) -> bool:
-    """Load weights saved by :func:`save_checkpoint` into ``network``; False when there is no file."""
-    if not os.path.exists(path):
-        return False
-    network.load_state_dict(torch.load(path, map_location="cpu")[CHECKPOINT_KEY])
-    return True
+def read_checkpoint(path: str) -> dict:
+    """The checkpoint's contents, its recipe checked against this code.
+
+    Raises:
+        CheckpointError: no file, unreadable, no recipe, or a recipe that differs from
+            :func:`checkpoint_recipe` (other labels, spacing, crop, normalisation or architecture).
+    """
+    if not path or not os.path.isfile(path):
+        raise CheckpointError(str(path), "no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a truncated or foreign file
+        raise CheckpointError(path, f"unreadable ({type(e).__name__}: {e})") from e
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
+        raise CheckpointError(path, f"not a scar_lge checkpoint (no '{CHECKPOINT_KEY}' weights)")
+    recipe = checkpoint.get("recipe")
+    if recipe is None:
+        raise CheckpointError(path, "carries no recipe (labels, grid, architecture); it cannot be used safely")
+    expected = checkpoint_recipe()
+    differs = sorted(k for k in set(expected) | set(recipe) if recipe.get(k) != expected.get(k))
+    if differs:
+        detail = "; ".join(f"{k}: checkpoint {recipe.get(k)!r}, code {expected.get(k)!r}" for k in differs)
+        raise CheckpointError(path, f"recipe does not match this code ({detail})")
+    return checkpoint
 
 
-def save_checkpoint(network: nn.Module, path: str, meta: dict | None = None) -> None:
-    """Write ``network``'s weights atomically: a reader (infer) never sees a half-written file."""
+def load_checkpoint(network: nn.Module, path: str) -> dict:
+    """Load weights saved by :func:`save_checkpoint` into ``network``; returns the checkpoint's provenance.
+
+    Raises:
+        CheckpointError: see :func:`read_checkpoint`; also when the weights do not fit the network.
+    """
+    checkpoint = read_checkpoint(path)
+    try:
+        network.load_state_dict(checkpoint[CHECKPOINT_KEY])
+    except RuntimeError as e:
+        raise CheckpointError(path, f"weights do not fit the network: {str(e).splitlines()[0]}") from e
+    return checkpoint.get("provenance", {})
+
+
+def save_checkpoint(network: nn.Module, path: str, provenance: dict | None = None) -> None:
+    """Write ``network``'s weights with this code's recipe, atomically: a reader never sees half a file."""
     tmp = f"{path}.tmp"
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-    torch.save({CHECKPOINT_KEY: state, "meta": meta or {}}, tmp)
+    torch.save({CHECKPOINT_KEY: state, "recipe": checkpoint_recipe(), "provenance": provenance or {}}, tmp)
     os.replace(tmp, path)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from typing import Any
 
 import numpy as np
@@ -15,14 +16,18 @@ from monai.transforms import AsDiscreted, Compose, Invertd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
+from ..caveats import assess, inversion_recovery
 from ..constants import IMAGE, LABELS, PRED
-from ..label_io import read_geometry, write_label_like
+from ..label_io import InputError, read_geometry, write_label_like
 from ..metrics import scar_quantification
-from ..model import CHECKPOINT_KEY, SPEC, ScarNet
+from ..model import CHECKPOINT_KEY, SPEC, CheckpointError, ScarNet, build_network, load_checkpoint, read_checkpoint
+from ..model_store import ModelStore
 from ..transforms.anatomy import AnatomicalCleanupd
 from ..transforms.pipelines import preprocess
 
 logger = logging.getLogger(__name__)
+
+RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
 
 
 class ScarInfer(BasicInferTask):
@@ -30,14 +35,14 @@ class ScarInfer(BasicInferTask):
 
     def __init__(
         self,
-        path: str,
+        store: ModelStore,
         network: ScarNet,
         *,
         description: str = "LV myocardium, scar and MVO on LGE MRI",
         config: dict[str, Any] | None = None,
     ):
         super().__init__(
-            path=path,
+            path=store.current().path,
             network=network,
             type=InferType.SEGMENTATION,
             labels=dict(LABELS),
@@ -46,8 +51,47 @@ class ScarInfer(BasicInferTask):
             model_state_dict=CHECKPOINT_KEY,
             config={"result_extension": ".nii.gz", **(config or {})},
         )
+        self.store = store
         # Built once: Invertd must see the very transform objects that preprocessed the image.
         self._preprocess = preprocess([IMAGE])
+        # device -> ((checkpoint path, mtime), network, version, provenance); see _get_network.
+        self._loaded: dict[str, tuple] = {}
+        self._checked: tuple[tuple[str, float], str | None] | None = None
+        self._lock = threading.Lock()
+
+    def get_path(self, validate: bool = True) -> str | None:
+        # The current version's checkpoint, asked on every call, so a publish or rollback is used by the
+        # next request without a restart.
+        path = self.store.current().path
+        return path if not validate or os.path.exists(path) else None
+
+    def is_valid(self) -> bool:
+        # Always listed in /info/ (with "ready" and the reason when no model is usable), so a viewer
+        # shows why it cannot segment instead of silently dropping the model.
+        return True
+
+    def model_problem(self) -> str | None:
+        """Why the current checkpoint cannot be used (missing, unreadable, recipe mismatch), or None.
+
+        The answer is kept while the checkpoint file is unchanged, so a request pays for it once.
+        """
+        current = self.store.current()
+        stamp = (current.path, os.path.getmtime(current.path) if os.path.exists(current.path) else -1.0)
+        if self._checked is None or self._checked[0] != stamp:
+            try:
+                read_checkpoint(current.path)
+                problem = None
+            except CheckpointError as e:
+                problem = str(e)
+            self._checked = (stamp, problem)
+        return self._checked[1]
+
+    def require_model(self) -> None:
+        """Raise :class:`CheckpointError` when there is no usable model: no answer from random weights."""
+        current = self.store.current()
+        problem = self.model_problem()
+        if problem:
+            raise CheckpointError(current.path, problem.split(": ", 1)[-1])
 
     def info(self) -> dict[str, Any]:
         info = super().info()
@@ -55,13 +99,49 @@ class ScarInfer(BasicInferTask):
         info["labels"] = list(LABELS)
         info["label_values"] = dict(LABELS)
         info["spacing_mm"] = SPEC.spacing_mm
+        current = self.store.current()
+        problem = self.model_problem()
+        info["model_version"] = current.version
+        info["ready"] = problem is None
+        if problem:
+            info["not_ready_reason"] = problem
         return info
 
     def __call__(self, request, callbacks=None):
+        self.require_model()
+        extension = request.get("result_extension", ".nii.gz")
+        if extension not in RESULT_EXTENSIONS:
+            raise InputError(f"result_extension {extension!r} is not allowed; use one of {list(RESULT_EXTENSIONS)}")
         # Refuse a 2D, 4D, colour or unreadable image with a reason before the pipeline trips on it.
         if isinstance(request.get("image"), str):
             read_geometry(request["image"])
         return super().__call__(request, callbacks)
+
+    def _get_network(self, device, data):
+        """The current version's network on ``device``, loaded once per checkpoint file.
+
+        Replaces BasicInferTask's loader, which serves the bare network (random weights) when the file
+        is missing and loads weights without checking what they were trained for. The version used is
+        written into ``data`` so the answer names the checkpoint that made it, even if a newer one is
+        published while this request runs.
+        """
+        current = self.store.current()
+        if not os.path.exists(current.path):
+            raise CheckpointError(current.path, "no such file")
+        key = (current.path, os.path.getmtime(current.path))
+        with self._lock:
+            cached = self._loaded.get(str(device))
+            if cached is None or cached[0] != key:
+                network = build_network()
+                provenance = load_checkpoint(network, current.path)
+                network.to(torch.device(device)).eval()
+                cached = (key, network, current.version, provenance)
+                self._loaded[str(device)] = cached
+        if data is not None:
+            data["model_version"] = cached[2]
+            data["model_provenance"] = cached[3]
+            data["model_network"] = cached[1]
+        return cached[1]
 
     def pre_transforms(self, data=None):
         return self._preprocess
@@ -78,7 +158,7 @@ class ScarInfer(BasicInferTask):
         )
         # Asked again rather than kept on the network, so concurrent requests cannot mix answers; the
         # localiser is small and deterministic, so this is the centre the forward pass used.
-        center, found = self._get_network(device, data).locate(image.as_tensor().to(device))
+        center, found = data["model_network"].locate(image.as_tensor().to(device))
         data["localisation"] = {"center_vox": list(center), "heart_found": found}
         return data
 
@@ -96,15 +176,21 @@ class ScarInfer(BasicInferTask):
         if label.shape != geometry.size:
             raise RuntimeError(f"prediction {label.shape} is not on the input grid {geometry.size}")
         ext = extension or data.get("result_extension", ".nii.gz")
+        if ext not in RESULT_EXTENSIONS:  # the suffix becomes part of a file name
+            raise InputError(f"result_extension {ext!r} is not allowed; use one of {list(RESULT_EXTENSIONS)}")
         out_path = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name
         write_label_like(label, image_path, out_path)
-        checkpoint = self.get_path()
+        provenance = data.get("model_provenance") or {}
+        figures = scar_quantification(label, geometry.spacing)
+        localisation = data.get("localisation", {})
         result = {
-            **scar_quantification(label, geometry.spacing),
-            "localisation": data.get("localisation", {}),
-            "model": {
-                "checkpoint": os.path.basename(checkpoint) if checkpoint else None,
-                "checkpoint_mtime": os.path.getmtime(checkpoint) if checkpoint else None,
-            },
+            **assess(
+                figures,
+                heart_found=bool(localisation.get("heart_found", False)),
+                inversion_recovery=inversion_recovery(image_path),
+                mvo_validation=provenance.get("mvo_validation"),
+            ),
+            "localisation": localisation,
+            "model": {"version": data.get("model_version"), "created": provenance.get("created")},
         }
         return out_path, result

@@ -1,11 +1,11 @@
-"""Train task: fine-tune the published model on the datastore's final labels, publish only if not worse."""
+"""Train task: fine-tune the current model on the datastore's final labels; publish only through the gate."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -14,35 +14,38 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
 from ..engine import load_study, train, validate
-from ..metrics import publish_score
-from ..model import build_network, default_device, load_checkpoint, save_checkpoint
+from ..label_io import InputError
+from ..lifecycle import ParentWatch
+from ..model import CheckpointError, build_network, default_device, load_checkpoint
+from ..model_store import ModelStore, write_json_atomic
+from ..publish_gate import decide, score_model, split_validation
+from ..train_options import TrainOptions, parse_train_options
 
 logger = logging.getLogger(__name__)
 
+# Progress lines for GET /train/ (MONAI Label shows the run's last stdout lines there): plain text,
+# one line per event, apart from the library logging of the same process.
+progress = logging.getLogger("scar_lge.progress")
 
-def split_validation(image_ids: list[str], fraction: float) -> tuple[list[str], list[str]]:
-    """Stable train/validation split by a hash of the image id: adding studies never reshuffles old ones.
 
-    With a single labelled study there is nothing to hold out; it is both trained and validated on.
-    """
-    if len(image_ids) < 2:
-        return list(image_ids), list(image_ids)
-    ranked = sorted(image_ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())
-    n_val = min(max(1, round(fraction * len(ranked))), len(ranked) - 1)
-    return sorted(ranked[n_val:]), sorted(ranked[:n_val])
+class RunCancelled(RuntimeError):
+    """The server that started this run is gone: stop without publishing."""
 
 
 class ScarTrainer(TrainTask):
-    """Fine-tune ``scar`` from the published checkpoint on every study with a ``final`` label.
+    """Fine-tune ``scar`` from the current model on every study with a ``final`` label.
 
-    Both the current and the candidate model are scored on the same validation studies (mean Dice of
-    LV wall and total scar); the candidate replaces the published file, atomically, only when its
-    score is not lower. A crash, a bad label or a worse model leaves the published model as it was.
+    Validation studies are chosen per study by a hash of its id (:mod:`lib.publish_gate`) and never
+    trained on. The current and the candidate model are scored on them with pooled Dice; the
+    candidate becomes a new numbered version only through :func:`lib.publish_gate.decide`. A crash,
+    a cancelled run, a bad label or a worse model leaves the current model as it was.
+    ``train_stats`` is rewritten as the run goes, with the fields MONAI Label's Slicer plugin and OHIF
+    extension read (``epoch``, ``total_epochs``, ``best_metric``, ``total_time``).
     """
 
     def __init__(
         self,
-        published_path: str,
+        store: ModelStore,
         *,
         epochs: int,
         lr: float,
@@ -51,86 +54,181 @@ class ScarTrainer(TrainTask):
         description: str = "Fine-tune the scar model on corrected labels (Dice + KL)",
     ):
         super().__init__(description)
-        self.published_path = published_path
-        self.stats_path = os.path.join(os.path.dirname(published_path), "train_stats.json")
+        self.store = store
+        self.stats_path = os.path.join(store.model_dir, "train_stats.json")
         self.defaults = {"max_epochs": epochs, "lr": lr, "val_split": val_split, "batch_size": batch_size}
 
     def config(self) -> dict[str, Any]:
-        return dict(self.defaults)
+        return {**self.defaults, "publish": "auto"}
+
+    def options(self, request: dict[str, Any]) -> TrainOptions:
+        """The request's options, checked (InputError names the option, value and what is allowed)."""
+        return parse_train_options(request, self.defaults)
 
     def stats(self) -> dict[str, Any]:
         if os.path.exists(self.stats_path):
-            with open(self.stats_path) as f:
-                return json.load(f)
+            try:
+                with open(self.stats_path) as f:
+                    return json.load(f)
+            except ValueError:  # written atomically; a parse error means a foreign file
+                return {"error": f"unreadable {self.stats_path}"}
         return {}
 
-    def _option(self, request: dict, key: str, cast):
-        value = request.get(key, self.defaults[key])
-        try:
-            return cast(value)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"train option {key}={value!r} is not a valid {cast.__name__}") from e
+    def _write_stats(self, stats: dict[str, Any]) -> None:
+        write_json_atomic(self.stats_path, stats)
 
     def __call__(self, request: dict, datastore: Datastore) -> dict[str, Any]:
+        _show_progress_plainly()
         start = time.time()
-        epochs = self._option(request, "max_epochs", int)
-        lr = self._option(request, "lr", float)
-        val_split = self._option(request, "val_split", float)
-        batch_size = self._option(request, "batch_size", int)
-        if epochs < 1 or lr <= 0 or not 0 < val_split < 1 or batch_size < 1:
-            raise ValueError(f"need max_epochs >= 1, lr > 0, 0 < val_split < 1, batch_size >= 1; got {request}")
-        device = request.get("device") or default_device()
-        device = "cpu" if str(device).startswith("cuda") and not torch.cuda.is_available() else str(device)
+        watch = ParentWatch()
+        opts = self.options(request)
+        device = opts.device or default_device()
+        device = "cpu" if device == "cuda" and not torch.cuda.is_available() else device
 
         labelled = {
             i: (datastore.get_image_uri(i), datastore.get_label_uri(i, DefaultLabelTag.FINAL.value))
             for i in datastore.get_labeled_images(DefaultLabelTag.FINAL.value)
         }
         if not labelled:
-            raise ValueError("no study has a final label yet: save a corrected label before training")
-        train_ids, val_ids = split_validation(list(labelled), val_split)
-        studies = {i: load_study(*labelled[i], name=i) for i in set(train_ids) | set(val_ids)}
+            raise InputError("no study has a final label yet: save a corrected label before training")
+        train_ids, val_ids = split_validation(list(labelled), opts.val_split)
+        if not train_ids:
+            raise InputError(
+                f"all {len(val_ids)} labelled studies are validation studies, which are never trained on; "
+                "label more studies"
+            )
 
+        current = self.store.current()
         network = build_network()
-        resumed = load_checkpoint(network, self.published_path)
+        try:
+            base_provenance = load_checkpoint(network, current.path)
+            base = current.version
+        except CheckpointError as e:
+            if os.path.exists(current.path):
+                raise  # a model exists but is unusable: never silently start over
+            base, base_provenance = None, {}
+            progress.info("no current model (%s): training from scratch", e.reason)
         network.to(device)
-        val = [studies[i] for i in val_ids]
-        baseline = publish_score(validate(network, val, device)) if resumed else float("-inf")
-        history = train(
-            network,
-            [studies[i] for i in train_ids],
-            epochs=epochs,
-            lr=lr,
-            device=device,
-            batch_size=batch_size,
-        )
-        per_case = validate(network, val, device)
-        candidate = publish_score(per_case)
-        published = candidate >= baseline
-        if published:
-            meta = {"fine_tuned_on": train_ids, "validation": val_ids, "score": candidate}
-            save_checkpoint(network, self.published_path, meta)
-        stats = {
-            "published": published,
-            "reason": "validation score not lower than the current model's"
-            if published
-            else "validation score lower than the current model's: kept the published model",
-            "baseline_score": None if baseline == float("-inf") else round(baseline, 4),
-            "candidate_score": round(candidate, 4),
-            "validation_dice": per_case,
+
+        stats: dict[str, Any] = {
+            "status": "running",
+            "started_from": base or "scratch (no checkpoint)",
+            "epoch": 0,
+            "total_epochs": opts.max_epochs,
+            "best_metric": 0.0,
+            "total_time": None,  # Slicer reads a set total_time as "finished"
+            "options": opts.to_json(),
             "train_images": train_ids,
             "validation_images": val_ids,
-            "epochs": epochs,
-            "lr": lr,
+            "validation_rule": f"a study validates when a hash of its id falls below {opts.val_split}; "
+            "validation studies are never trained on",
             "device": device,
-            "history": history,
-            "total_time_s": round(time.time() - start, 2),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "history": [],
+            "started": _now(),
         }
-        with open(f"{self.stats_path}.tmp", "w") as f:
-            json.dump(stats, f, indent=2)
-        os.replace(f"{self.stats_path}.tmp", self.stats_path)
-        logger.info(
-            "train finished: published=%s baseline=%s candidate=%.4f", published, stats["baseline_score"], candidate
+        self._write_stats(stats)
+        studies = {i: load_study(*labelled[i], name=i) for i in train_ids + val_ids}
+        val = [studies[i] for i in val_ids]
+        current_cases = validate(network, val, device) if base and val else None
+        if current_cases is not None:
+            stats["current_model"] = score_model(current_cases).to_json()
+            progress.info("current model %s: validation score %.4f", base, stats["current_model"]["score"])
+
+        def on_epoch(epoch: int, record: dict) -> None:
+            epoch_score = score_model(validate(network, val, device)).score if val else None
+            network.train()
+            elapsed = time.time() - start
+            left = elapsed / (epoch + 1) * (opts.max_epochs - epoch - 1)
+            record = {**record, "validation_score": None if epoch_score is None else round(epoch_score, 4)}
+            stats["history"].append(record)
+            stats["epoch"] = epoch + 1
+            stats["best_metric"] = max(stats["best_metric"], epoch_score or 0.0)
+            stats["seconds_left"] = round(left, 1)
+            self._write_stats(stats)
+            score_text = "n/a" if epoch_score is None else f"{epoch_score:.4f}"
+            progress.info(
+                "epoch %d of %d: segmenter loss %.4f, localiser loss %.4f, validation score %s, about %.0f s left",
+                epoch + 1,
+                opts.max_epochs,
+                record["segmenter"],
+                record["localiser"],
+                score_text,
+                left,
+            )
+
+        def should_stop() -> bool:
+            if watch.parent_gone():
+                raise RunCancelled("the server that started this run has stopped")
+            return False
+
+        try:
+            train(
+                network,
+                [studies[i] for i in train_ids],
+                epochs=opts.max_epochs,
+                lr=opts.lr,
+                device=device,
+                batch_size=opts.batch_size,
+                on_epoch=on_epoch,
+                should_stop=should_stop,
+            )
+            candidate_cases = validate(network, val, device) if val else []
+            decision = decide(candidate_cases, current_cases, opts.publish)
+        except BaseException as e:
+            stats.update(status="failed", error=f"{type(e).__name__}: {e}", total_time=round(time.time() - start, 2))
+            self._write_stats(stats)
+            raise
+
+        stats.update(
+            status="finished",
+            **decision.to_json(),
+            validation_per_study=[{k: v for k, v in c.items() if k != "overlap"} for c in candidate_cases],
+            total_time=round(time.time() - start, 2),
+            finished=_now(),
         )
+        if decision.publish:
+            provenance = {
+                "base_version": base,
+                "created": _now(),
+                "train_images": train_ids,
+                "validation_images": val_ids,
+                "scores": decision.to_json(),
+                "loss": "DiceKLLoss: soft Dice + KL to a smoothed target (lib/losses.py)",
+                "options": opts.to_json(),
+                "mvo_validation": _mvo_validation(candidate_cases, base_provenance),
+            }
+            stats["version"] = self.store.publish(network, provenance, stats).version
+            stats["best_metric"] = decision.candidate.score
+        else:
+            stats["version"] = current.version if base else None
+            stats["best_metric"] = decision.current.score if decision.current else decision.candidate.score
+        self._write_stats(stats)
+        progress.info("%s", decision.reason)
         return stats
+
+
+def _mvo_validation(cases: list[dict], base: dict) -> dict:
+    """MVO evidence of the new version: its own validation set's, or the base model's when that had more."""
+    studies = sum(1 for c in cases if c["truth_has_mvo"])
+    pooled = score_model(cases).pooled_dice["mvo"] if cases else None
+    inherited = base.get("mvo_validation") or {}
+    if studies < inherited.get("studies_with_mvo", 0):
+        return {**inherited, "note": "inherited from the base model: this run's validation set has fewer MVO studies"}
+    return {"pooled_dice": pooled or 0.0, "studies_with_mvo": studies, "source": "fine-tuning validation set"}
+
+
+def _show_progress_plainly() -> None:
+    """Progress lines go to stdout bare; library chatter below warnings is dropped (this runs in the train process)."""
+    if not progress.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
+        progress.propagate = False
+    for name in ("monai", "monailabel", "ignite", "lib", "py.warnings"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.captureWarnings(True)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,41 @@
+"""The ASGI app the server runs: MONAI Label's own, behind :class:`lib.request_guard.RequestGuard`.
+
+Started through MONAI Label's documented hook for a custom app:
+``python -m monailabel.main start_server --app apps/scar_lge ... --uvicorn_app lib.server:app``
+with ``apps/scar_lge`` on ``PYTHONPATH`` (``scripts/serve.sh`` does both). Also stops the background
+train and scoring processes when the server stops (Ctrl-C, SIGTERM), so none outlives it.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi.exception_handlers import http_exception_handler
+from monailabel.app import app as monailabel_app
+from starlette.exceptions import HTTPException
+
+from .lifecycle import stop_background_runs
+from .request_guard import RequestGuard
+
+_monailabel_lifespan = monailabel_app.router.lifespan_context
+
+
+@asynccontextmanager
+async def _lifespan(fastapi_app):
+    try:
+        async with _monailabel_lifespan(fastapi_app) as state:
+            yield state
+    finally:
+        stop_background_runs()
+
+
+async def _user_errors_as_4xx(request, exc: HTTPException):
+    # The infer endpoint answers a request with neither image, file nor session with a bare 500.
+    if exc.status_code == 500 and str(exc.detail).startswith("Neither Image nor File"):
+        exc = HTTPException(422, "give an image id (?image=...), a session_id, or upload a file (file=@...)")
+    return await http_exception_handler(request, exc)
+
+
+monailabel_app.router.lifespan_context = _lifespan
+monailabel_app.add_exception_handler(HTTPException, _user_errors_as_4xx)
+app = RequestGuard(monailabel_app)
