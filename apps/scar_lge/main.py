@@ -15,9 +15,11 @@ from lib.configs.scar import ScarConfig
 from lib.constants import LABELS, MODEL_NAME
 from lib.datastore import ScarDatastore
 from lib.label_io import InputError
+from lib.lifecycle import in_background_run
 from lib.model import CheckpointError
 from lib.names import check_name, is_name
 from lib.publish_gate import is_validation_study
+from lib.trainers.scar import show_progress_plainly
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class ScarLGEApp(MONAILabelApp):
     """LV myocardium, scar and MVO segmentation with correction, fine-tuning and active learning."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
+        if in_background_run():  # GET /train/ shows this process's output: progress, not library chatter
+            show_progress_plainly()
         self.config = ScarConfig()
         self.config.init(MODEL_NAME, os.path.join(app_dir, "model"), conf or {}, None, app_dir=app_dir)
         super().__init__(

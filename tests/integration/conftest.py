@@ -89,6 +89,17 @@ class Server:
         sha = hashlib.sha256(open(current.path, "rb").read()).hexdigest() if os.path.exists(current.path) else None
         return {"version": current.version, "sha": sha, "versions": store.versions()}
 
+    def current_model(self) -> dict:
+        """The current version, its checkpoint's SHA-256 and every published version, read from the model folder."""
+        import hashlib
+
+        from lib.model_store import ModelStore
+
+        store = ModelStore(str(self.model_dir), str(DEFAULT_MODEL))
+        current = store.current()
+        sha = hashlib.sha256(open(current.path, "rb").read()).hexdigest() if os.path.exists(current.path) else None
+        return {"version": current.version, "sha": sha, "versions": store.versions()}
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -98,8 +109,11 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
-    def train(self, params: dict) -> dict:
-        """Start a training run through the API and wait for it; returns the finished task."""
+    def train(self, params: dict, progress: list | None = None) -> dict:
+        """Start a training run through the API and wait for it; returns the finished task.
+
+        ``progress``, if given, collects what ``GET /info/`` showed as ``train_stats`` while the run went.
+        """
         r = requests.post(f"{self.url}/train/scar", json=params, timeout=30)
         r.raise_for_status()
         task_id = r.json()["id"]
@@ -109,18 +123,23 @@ class Server:
             task = next((t for t in task if t["id"] == task_id), None)
             if task and task["status"] in ("DONE", "ERROR", "STOPPED"):
                 return task
+            if progress is not None and task and task["status"] == "RUNNING":
+                progress.append(requests.get(f"{self.url}/info/", timeout=10).json()["train_stats"]["scar"])
             time.sleep(1)
         raise TimeoutError(f"training did not finish in {TRAIN_TIMEOUT_S} s")
 
 
-def start_server(tmp: Path, network=None) -> Server:
+def start_server(tmp: Path, network=None, prepare=None) -> Server:
     """A server on a copy of the sample studies, with an empty model folder (current: the shipped default).
 
-    ``network``, if given, is published as version v1 first, so it is the current model.
+    ``network``, if given, is published as version v1 first, so it is the current model. ``prepare``,
+    if given, is called with (studies folder, model folder) before the server starts.
     """
     shutil.copytree(SAMPLE_DATA, tmp / "studies")
     model_dir = tmp / "model"
     model_dir.mkdir()
+    if prepare:
+        prepare(tmp / "studies", model_dir)
     if network is not None:
         from lib.model_store import ModelStore
 

@@ -1,27 +1,23 @@
-"""Active learning: which unlabelled study is the model least sure about, inside the myocardium."""
+"""How unsure the model is about a study, inside the myocardium: Monte-Carlo dropout disagreement."""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-from typing import Any
+import threading
 
 import torch
 from monai.transforms import Compose
-from monailabel.interfaces.datastore import Datastore
-from monailabel.interfaces.tasks.scoring import ScoringMethod
-from monailabel.interfaces.tasks.strategy import Strategy
 from scipy import ndimage
+from torch import nn
 
 from ..constants import IMAGE, LV_WALL, NUM_CLASSES
-from ..label_io import InputError
 from ..model import build_network, default_device, enable_mc_dropout, load_checkpoint
+from ..model_store import ModelStore, ModelVersion
 from ..transforms.pipelines import preprocess
+from .studies import path_stamp
 
 logger = logging.getLogger(__name__)
-
-INFO_KEY = "scar_uncertainty"
 
 
 def mutual_information(samples: torch.Tensor) -> torch.Tensor:
@@ -43,33 +39,50 @@ class MyocardialUncertainty:
     """Mean Monte-Carlo-dropout disagreement over the (predicted) LV wall of a study.
 
     Scored only in and around the wall, where scar is decided: disagreement about lungs or chest wall
-    says nothing about which study an annotator should correct. Scores are cached in the datastore's
-    image info with the checkpoint's timestamp and recomputed when a new model is published.
+    says nothing about which study an annotator should correct.
+
+    Args:
+        store: the model versions; :meth:`model` loads the current one.
+        samples: dropout passes per study.
+        device: where to run; CUDA when available by default.
+
+    Raises:
+        ValueError: fewer than 2 samples.
     """
 
-    def __init__(self, model_path: str, samples: int = 8, device: str | None = None):
+    def __init__(self, store: ModelStore, *, samples: int = 8, device: str | None = None):
         if samples < 2:
             raise ValueError(f"Monte-Carlo dropout needs at least 2 samples, got {samples}.")
-        self.model_path = model_path
+        self.store = store
         self.samples = samples
         self.device = device or default_device()
-        self._network: tuple[Any, float] | None = None
+        self._loaded: tuple[str, object, nn.Module] | None = None  # (path, file stamp, network)
+        self._lock = threading.Lock()
         self._preprocess = Compose(preprocess([IMAGE]))
 
-    def _model_stamp(self) -> float:
-        return os.path.getmtime(self.model_path) if os.path.exists(self.model_path) else 0.0
+    def model(self) -> tuple[ModelVersion, nn.Module]:
+        """The current model version and its network, reloaded only when the checkpoint changed.
 
-    def _load(self):
-        stamp = self._model_stamp()
-        if self._network is None or self._network[1] != stamp:
-            network = build_network()
-            load_checkpoint(network, self.model_path)
-            self._network = (network.to(self.device), stamp)
-        return self._network[0]
+        Raises:
+            CheckpointError: the current checkpoint is missing, unreadable or made for other labels,
+                grid or architecture; never falls back to random weights.
+        """
+        version = self.store.current()
+        stamp = path_stamp(version.path)
+        with self._lock:
+            if self._loaded is None or self._loaded[:2] != (version.path, stamp):
+                network = build_network()
+                load_checkpoint(network, version.path)
+                self._loaded = (version.path, stamp, network.to(self.device))
+            return version, self._loaded[2]
 
-    def score(self, image_path: str) -> float:
-        """Mean mutual information (nats) over the predicted LV wall, dilated 2 voxels to take its borders in."""
-        network = self._load()
+    def score(self, network: nn.Module, image_path: str) -> float:
+        """Mean mutual information (nats) over the predicted LV wall, dilated 2 voxels to take its borders in.
+
+        Args:
+            network: from :meth:`model`; its dropout layers are switched on for the passes.
+            image_path: a study file or DICOM series folder.
+        """
         image = self._preprocess({IMAGE: image_path})[IMAGE].as_tensor()[None].to(self.device)
         enable_mc_dropout(network)
         with torch.no_grad():
@@ -84,48 +97,3 @@ class MyocardialUncertainty:
             region, iterations=2, structure=ndimage.generate_binary_structure(3, 1)[..., 1:2]
         )
         return float(mutual_information(probs)[torch.from_numpy(region)].mean())
-
-    def cached_score(self, image_id: str, datastore: Datastore) -> float:
-        """Score of one study, reusing the cached value while the published model is unchanged."""
-        stamp = self._model_stamp()
-        cached = datastore.get_image_info(image_id).get(INFO_KEY, {})
-        if cached.get("model_mtime") == stamp and "score" in cached:
-            return float(cached["score"])
-        value = self.score(datastore.get_image_uri(image_id))
-        datastore.update_image_info(image_id, {INFO_KEY: {"score": value, "model_mtime": stamp}})
-        logger.info("uncertainty of %s: %.5f", image_id, value)
-        return value
-
-
-class ScarUncertaintyStrategy(Strategy):
-    """Next study to annotate: the unlabelled one with the highest myocardial MC-dropout disagreement."""
-
-    def __init__(self, scorer: MyocardialUncertainty):
-        super().__init__("Unlabelled study the model is least sure about inside the myocardium (MC dropout)")
-        self.scorer = scorer
-
-    def __call__(self, request: dict, datastore: Datastore) -> dict | None:
-        images = datastore.get_unlabeled_images(request.get("label_tag"), request.get("labels"))
-        if not images:
-            return None
-        scores = {}
-        for image_id in images:
-            try:
-                scores[image_id] = self.scorer.cached_score(image_id, datastore)
-            except InputError as e:  # one unreadable study must not block the queue
-                logger.warning("cannot score %s: %s", image_id, e)
-        if not scores:
-            return None
-        best = max(sorted(scores), key=scores.__getitem__)
-        return {"id": best, "score": scores[best], "scores": scores}
-
-
-class ScarUncertaintyScoring(ScoringMethod):
-    """Compute (or refresh) the cached uncertainty of every unlabelled study."""
-
-    def __init__(self, scorer: MyocardialUncertainty):
-        super().__init__("Monte-Carlo dropout disagreement inside the myocardium, per unlabelled study")
-        self.scorer = scorer
-
-    def __call__(self, request: dict, datastore: Datastore) -> dict:
-        return {i: self.scorer.cached_score(i, datastore) for i in datastore.get_unlabeled_images()}

@@ -12,18 +12,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from monailabel.interfaces.config import TaskConfig
-from monailabel.tasks.activelearning.first import First
-from monailabel.tasks.activelearning.random import Random
 
-from ..activelearning.uncertainty import MyocardialUncertainty, ScarUncertaintyScoring, ScarUncertaintyStrategy
+from ..activelearning.parts import ActiveLearningParts
+from ..activelearning.scoring import ScarUncertaintyScoring
+from ..activelearning.strategies import FirstStrategy, RandomStrategy, ScarUncertaintyStrategy
 from ..constants import LABELS, MODEL_NAME
 from ..infers.scar import ScarInfer
 from ..model import build_network
+from ..model_store import ModelStore
 from ..trainers.scar import ScarTrainer
 
 logger = logging.getLogger(__name__)
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def default_model_dir() -> str:
+    """Where published models go unless ``--conf model_dir`` says otherwise: the user's data folder
+    (``$XDG_DATA_HOME/scar_lge/models``, else ``~/.local/share/scar_lge/models``), never the source tree."""
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data_home, "scar_lge", "models")
+
+
+def shipped_model_path(app_dir: str) -> str:
+    """The default model that ships with the app; read, never written."""
+    return os.path.join(app_dir, "model", f"{MODEL_NAME}.pt")
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,7 @@ class ScarSettings:
     lr: float = 1e-4
     val_split: float = 0.2
     mc_samples: int = 8
+    reserve_minutes: float = 15.0
 
 
 def _flag(conf: dict[str, str], name: str, cast, default, check, allowed: str):
@@ -53,11 +67,26 @@ def _flag(conf: dict[str, str], name: str, cast, default, check, allowed: str):
 def parse_settings(conf: dict[str, str], app_dir: str) -> ScarSettings:
     """Cast and check every flag once; a bad value raises ValueError naming flag, value and choices."""
     return ScarSettings(
-        model_dir=_flag(conf, "model_dir", str, os.path.join(app_dir, "model"), lambda v: bool(v), "a folder path"),
+        model_dir=_flag(
+            conf,
+            "model_dir",
+            str,
+            default_model_dir(),
+            lambda v: bool(v) and os.path.realpath(v) != os.path.dirname(shipped_model_path(app_dir)),
+            "a folder path other than the shipped model's folder",
+        ),
         epochs=_flag(conf, "epochs", int, ScarSettings.epochs, lambda v: v >= 1, "an integer >= 1"),
         lr=_flag(conf, "lr", float, ScarSettings.lr, lambda v: v > 0, "a number > 0"),
         val_split=_flag(conf, "val_split", float, ScarSettings.val_split, lambda v: 0 < v < 1, "a number in (0, 1)"),
         mc_samples=_flag(conf, "mc_samples", int, ScarSettings.mc_samples, lambda v: v >= 2, "an integer >= 2"),
+        reserve_minutes=_flag(
+            conf,
+            "reserve_minutes",
+            float,
+            ScarSettings.reserve_minutes,
+            lambda v: 0 <= v < float("inf"),
+            "a number of minutes >= 0 (0: no reservations)",
+        ),
     )
 
 
@@ -66,22 +95,33 @@ class ScarConfig(TaskConfig):
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
-        self.settings = parse_settings(conf, kwargs.get("app_dir", os.path.dirname(model_dir)))
-        os.makedirs(self.settings.model_dir, exist_ok=True)
+        app_dir = kwargs.get("app_dir", os.path.dirname(model_dir))
+        self.settings = parse_settings(conf, app_dir)
         self.labels = dict(LABELS)
-        self.path = os.path.join(self.settings.model_dir, f"{MODEL_NAME}.pt")
+        self.store = ModelStore(self.settings.model_dir, shipped_model_path(app_dir))
         self.network = build_network()
-        self.scorer = MyocardialUncertainty(self.path, samples=self.settings.mc_samples)
+        self.active_learning = ActiveLearningParts.build(
+            self.store,
+            mc_samples=self.settings.mc_samples,
+            reserve_minutes=self.settings.reserve_minutes,
+            cache_dir=os.path.join(self.store.model_dir, "uncertainty"),
+        )
 
     def infer(self) -> dict[str, ScarInfer]:
-        return {self.name: ScarInfer(self.path, self.network)}
+        return {self.name: ScarInfer(self.store, self.network)}
 
     def trainer(self) -> ScarTrainer:
         s = self.settings
-        return ScarTrainer(self.path, epochs=s.epochs, lr=s.lr, val_split=s.val_split)
+        return ScarTrainer(self.store, epochs=s.epochs, lr=s.lr, val_split=s.val_split)
 
     def strategy(self) -> dict:
-        return {"scar_uncertainty": ScarUncertaintyStrategy(self.scorer), "random": Random(), "first": First()}
+        al = self.active_learning  # one pool and one set of reservations for all three strategies
+        return {
+            "scar_uncertainty": ScarUncertaintyStrategy(al.pool, al.reservations, al.background),
+            "random": RandomStrategy(al.pool, al.reservations),
+            "first": FirstStrategy(al.pool, al.reservations),
+        }
 
     def scoring_method(self) -> dict:
-        return {"scar_uncertainty": ScarUncertaintyScoring(self.scorer)}
+        al = self.active_learning
+        return {"scar_uncertainty": ScarUncertaintyScoring(al.scorer, al.pool, al.cache_dir)}

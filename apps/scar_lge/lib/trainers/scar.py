@@ -12,10 +12,11 @@ from typing import Any
 import torch
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.utils.async_tasks.utils import processes
 
 from ..engine import load_study, train, validate
 from ..label_io import InputError
-from ..lifecycle import ParentWatch
+from ..lifecycle import ParentWatch, in_background_run
 from ..model import CheckpointError, build_network, default_device, load_checkpoint
 from ..model_store import ModelStore, write_json_atomic
 from ..publish_gate import decide, score_model, split_validation
@@ -66,19 +67,23 @@ class ScarTrainer(TrainTask):
         return parse_train_options(request, self.defaults)
 
     def stats(self) -> dict[str, Any]:
-        if os.path.exists(self.stats_path):
-            try:
-                with open(self.stats_path) as f:
-                    return json.load(f)
-            except ValueError:  # written atomically; a parse error means a foreign file
-                return {"error": f"unreadable {self.stats_path}"}
-        return {}
+        if not os.path.exists(self.stats_path):
+            return {}
+        try:
+            with open(self.stats_path) as f:
+                stats = json.load(f)
+        except ValueError:  # written atomically; a parse error means a foreign file
+            return {"error": f"unreadable {self.stats_path}"}
+        if stats.get("status") == "running" and not in_background_run() and not processes("train"):
+            # The run's process is gone (server restarted, run killed): it will never finish.
+            stats = {**stats, "status": "interrupted", "total_time": stats.get("total_time") or 0.0}
+        return stats
 
     def _write_stats(self, stats: dict[str, Any]) -> None:
         write_json_atomic(self.stats_path, stats)
 
     def __call__(self, request: dict, datastore: Datastore) -> dict[str, Any]:
-        _show_progress_plainly()
+        show_progress_plainly()
         start = time.time()
         watch = ParentWatch()
         opts = self.options(request)
@@ -127,18 +132,31 @@ class ScarTrainer(TrainTask):
             "started": _now(),
         }
         self._write_stats(stats)
+        try:
+            self._fine_tune(network, base, base_provenance, labelled, train_ids, val_ids, opts, device, stats, watch)
+        except BaseException as e:
+            stats.update(status="failed", error=f"{type(e).__name__}: {e}", total_time=round(time.time() - start, 2))
+            self._write_stats(stats)
+            raise
+        stats["total_time"] = round(time.time() - start, 2)
+        self._write_stats(stats)
+        progress.info("%s", stats["reason"])
+        return stats
+
+    def _fine_tune(self, network, base, base_provenance, labelled, train_ids, val_ids, opts, device, stats, watch):
+        """Load, score the current model, train, score the candidate, and publish through the gate; fills ``stats``."""
         studies = {i: load_study(*labelled[i], name=i) for i in train_ids + val_ids}
         val = [studies[i] for i in val_ids]
         current_cases = validate(network, val, device) if base and val else None
         if current_cases is not None:
             stats["current_model"] = score_model(current_cases).to_json()
             progress.info("current model %s: validation score %.4f", base, stats["current_model"]["score"])
+        loop_start = time.time()
 
         def on_epoch(epoch: int, record: dict) -> None:
             epoch_score = score_model(validate(network, val, device)).score if val else None
             network.train()
-            elapsed = time.time() - start
-            left = elapsed / (epoch + 1) * (opts.max_epochs - epoch - 1)
+            left = (time.time() - loop_start) / (epoch + 1) * (opts.max_epochs - epoch - 1)
             record = {**record, "validation_score": None if epoch_score is None else round(epoch_score, 4)}
             stats["history"].append(record)
             stats["epoch"] = epoch + 1
@@ -161,29 +179,22 @@ class ScarTrainer(TrainTask):
                 raise RunCancelled("the server that started this run has stopped")
             return False
 
-        try:
-            train(
-                network,
-                [studies[i] for i in train_ids],
-                epochs=opts.max_epochs,
-                lr=opts.lr,
-                device=device,
-                batch_size=opts.batch_size,
-                on_epoch=on_epoch,
-                should_stop=should_stop,
-            )
-            candidate_cases = validate(network, val, device) if val else []
-            decision = decide(candidate_cases, current_cases, opts.publish)
-        except BaseException as e:
-            stats.update(status="failed", error=f"{type(e).__name__}: {e}", total_time=round(time.time() - start, 2))
-            self._write_stats(stats)
-            raise
-
+        train(
+            network,
+            [studies[i] for i in train_ids],
+            epochs=opts.max_epochs,
+            lr=opts.lr,
+            device=device,
+            batch_size=opts.batch_size,
+            on_epoch=on_epoch,
+            should_stop=should_stop,
+        )
+        candidate_cases = validate(network, val, device) if val else []
+        decision = decide(candidate_cases, current_cases, opts.publish)
         stats.update(
             status="finished",
             **decision.to_json(),
             validation_per_study=[{k: v for k, v in c.items() if k != "overlap"} for c in candidate_cases],
-            total_time=round(time.time() - start, 2),
             finished=_now(),
         )
         if decision.publish:
@@ -197,14 +208,11 @@ class ScarTrainer(TrainTask):
                 "options": opts.to_json(),
                 "mvo_validation": _mvo_validation(candidate_cases, base_provenance),
             }
-            stats["version"] = self.store.publish(network, provenance, stats).version
             stats["best_metric"] = decision.candidate.score
+            stats["version"] = self.store.publish(network, provenance, stats).version
         else:
-            stats["version"] = current.version if base else None
+            stats["version"] = base
             stats["best_metric"] = decision.current.score if decision.current else decision.candidate.score
-        self._write_stats(stats)
-        progress.info("%s", decision.reason)
-        return stats
 
 
 def _mvo_validation(cases: list[dict], base: dict) -> dict:
@@ -217,7 +225,7 @@ def _mvo_validation(cases: list[dict], base: dict) -> dict:
     return {"pooled_dice": pooled or 0.0, "studies_with_mvo": studies, "source": "fine-tuning validation set"}
 
 
-def _show_progress_plainly() -> None:
+def show_progress_plainly() -> None:
     """Progress lines go to stdout bare; library chatter below warnings is dropped (this runs in the train process)."""
     if not progress.handlers:
         handler = logging.StreamHandler(sys.stdout)
