@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export MONAI_LABEL_TRACKING_ENABLED=false MONAI_LABEL_AUTO_UPDATE_SCORING=false
-exec .venv/bin/python -m pytest tests -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest tests -p no:cacheprovider -ra "$@"

@@ -29,3 +29,14 @@ def real_data() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say in the summary why real-data tests skipped, so a run without the data cannot pass for a full one."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "real data folder" in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(
+            f"real-data tests: {len(skipped)} skipped because {REAL_DATA} is absent "
+            "(set SCAR_LGE_REAL_DATA to the folder holding emidec_png, emidec_nifti and sunnybrook)",
+            yellow=True,
+        )

@@ -20,6 +20,7 @@ from ..constants import LABELS, MODEL_NAME
 from ..infers.scar import ScarInfer
 from ..model import build_network
 from ..model_store import ModelStore
+from ..train_options import MAX_EPOCHS
 from ..trainers.scar import ScarTrainer
 
 logger = logging.getLogger(__name__)
@@ -75,9 +76,14 @@ def parse_settings(conf: dict[str, str], app_dir: str) -> ScarSettings:
             lambda v: bool(v) and os.path.realpath(v) != os.path.dirname(shipped_model_path(app_dir)),
             "a folder path other than the shipped model's folder",
         ),
-        epochs=_flag(conf, "epochs", int, ScarSettings.epochs, lambda v: v >= 1, "an integer >= 1"),
-        lr=_flag(conf, "lr", float, ScarSettings.lr, lambda v: v > 0, "a number > 0"),
-        val_split=_flag(conf, "val_split", float, ScarSettings.val_split, lambda v: 0 < v < 1, "a number in (0, 1)"),
+        # Train defaults: the ranges a train request is held to (lib/train_options.py), so a default never fails.
+        epochs=_flag(
+            conf, "epochs", int, ScarSettings.epochs, lambda v: 1 <= v <= MAX_EPOCHS, f"an integer 1-{MAX_EPOCHS}"
+        ),
+        lr=_flag(conf, "lr", float, ScarSettings.lr, lambda v: 1e-8 <= v <= 1, "a number in [1e-8, 1]"),
+        val_split=_flag(
+            conf, "val_split", float, ScarSettings.val_split, lambda v: 0.05 <= v <= 0.5, "a number in [0.05, 0.5]"
+        ),
         mc_samples=_flag(conf, "mc_samples", int, ScarSettings.mc_samples, lambda v: v >= 2, "an integer >= 2"),
         reserve_minutes=_flag(
             conf,
