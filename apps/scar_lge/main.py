@@ -23,10 +23,11 @@ from lib.trainers.scar import show_progress_plainly
 
 logger = logging.getLogger(__name__)
 
-# How the infer endpoint names an uploaded file: tempfile.NamedTemporaryFile(suffix=...) in the temp
-# folder. Nothing else tells an upload from a path typed by the caller, so exactly this shape is the
-# one server path infer accepts; every other image must be a datastore id.
-_UPLOAD_NAME = re.compile(r"tmp[a-z0-9_]{8}(\.nii\.gz|\.nii|\.nrrd)")
+# How the infer endpoint names an uploaded file: tempfile.NamedTemporaryFile(suffix=<the upload's
+# suffixes>) in the temp folder. Nothing else tells an upload from a path typed by the caller, so
+# this shape (and an upload session's image) are the only server paths infer accepts; every other
+# image must be a datastore id.
+_UPLOAD_NAME = re.compile(r"tmp[a-z0-9_]{8}(\.[A-Za-z0-9_-]+)*")
 
 
 def _http(e: InputError, what: str) -> HTTPException:
@@ -100,7 +101,7 @@ class ScarLGEApp(MONAILabelApp):
 
     def _load_sessions(self, load=False):
         session = super()._load_sessions(load)
-        return ScarSessions(session.store_path, session.expiry) if session else None
+        return ScarSessions(session.store_path, session.expiry) if session is not None else None
 
     def info(self):
         info = super().info()
@@ -133,7 +134,11 @@ class ScarLGEApp(MONAILabelApp):
         upload = os.path.dirname(real) == os.path.realpath(tempfile.gettempdir()) and _UPLOAD_NAME.fullmatch(
             os.path.basename(real)
         )
-        if not upload or not os.path.isfile(real):
+        sessions = self.sessions()
+        if sessions is not None and not upload:  # an upload session keeps its image in its own store
+            store = os.path.realpath(sessions.store_path)
+            upload = os.path.commonpath([store, real]) == store and real != store
+        if not upload or not os.path.exists(real):
             raise HTTPException(
                 status_code=422, detail="image must be a datastore id or an uploaded file, not a server path"
             )

@@ -24,8 +24,9 @@ def _background_runs(pid: int) -> list[psutil.Process]:
     return runs
 
 
-@pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGKILL, None], ids=["SIGTERM", "SIGKILL", "cancel"])
 def test_stopping_the_server_alone_stops_its_training_run(tmp_path, sent):
+    """SIGTERM or SIGKILL to the server's PID alone, or ``DELETE /train/`` (cancel, server stays up)."""
     server = start_server(tmp_path)
     try:
         r = requests.post(f"{server.url}/train/scar", json={"max_epochs": 500}, timeout=30)
@@ -41,11 +42,21 @@ def test_stopping_the_server_alone_stops_its_training_run(tmp_path, sent):
         runs = _background_runs(server.process.pid)
         assert any("-m train" in " ".join(p.cmdline()) for p in runs)
 
-        os.kill(server.process.pid, sent)  # the server's PID alone, as a process manager sends it
-        server.process.wait(timeout=60)
+        training = [p for p in runs if "-m train" in " ".join(p.cmdline())]
+        if sent is None:
+            assert requests.delete(f"{server.url}/train/", timeout=30).json()["status"] == "STOPPED"
+            runs = training  # background scoring may go on: only the run was cancelled
+        else:
+            os.kill(server.process.pid, sent)  # the server's PID alone, as a process manager sends it
+            server.process.wait(timeout=60)
         gone, alive = psutil.wait_procs(runs, timeout=30)
         assert not alive, [" ".join(p.cmdline())[:120] for p in alive]
         current = server.current_model()
         assert current["version"] == "default" and current["versions"] == []  # nothing was published
+        if sent is None:
+            stats = requests.get(f"{server.url}/info/", timeout=10).json()["train_stats"]["scar"]
+            assert stats["status"] == "interrupted" and stats["epoch"] < 500
+            r = requests.post(f"{server.url}/infer/scar", params={"image": "lge_002", "output": "json"}, timeout=120)
+            assert r.json()["model"]["version"] == "default"
     finally:
         server.stop()

@@ -72,6 +72,9 @@ TRAVERSALS = [
     ("PUT", "/model/scar", {}, ("file", LGE), None, 405, "not uploaded or deleted over HTTP"),
     ("DELETE", "/model/scar", {}, None, None, 405, "not uploaded or deleted over HTTP"),
     ("PUT", "/datastore/image", {"image": "lge_000"}, ("file", LGE), None, 409, "already exists"),
+    ("GET", "/model/info/%2E%2E", {}, None, None, 422, "model name '..'"),
+    ("POST", "/train/", {}, None, None, 404, "POST /train/scar"),
+    ("POST", "/infer/wsi/scar", {"image": "lge_000"}, None, None, 404, "no whole-slide"),
 ]
 
 
@@ -96,6 +99,23 @@ def test_names_that_would_leave_their_folder_are_refused_and_nothing_changes(
     # change; never a study, a label or a file outside.
     bookkeeping = ("server.log", "datastore_v2.json", ".lock")
     assert {k for k in changed if not k.endswith(bookkeeping) and "/model/uncertainty/" not in k} == set(), changed
+
+
+def test_uploads_and_upload_sessions_are_the_server_paths_infer_accepts(safe_server, tmp_path):
+    with open(LGE, "rb") as f:
+        r = requests.post(
+            f"{safe_server.url}/infer/scar",
+            params={"output": "json"},
+            files={"file": ("study.v2.nii.gz", f)},
+            timeout=120,
+        )
+    assert r.status_code == 200 and r.json()["lv_myocardial_mass_g"] > 20, r.text
+    with open(LGE, "rb") as f:
+        session = requests.put(f"{safe_server.url}/session/", files={"files": ("lge.nii.gz", f)}, timeout=60).json()
+    r = requests.post(
+        f"{safe_server.url}/infer/scar", params={"session_id": session["session_id"], "output": "json"}, timeout=120
+    )
+    assert r.status_code == 200 and r.json()["lv_myocardial_mass_g"] > 20, r.text
 
 
 def test_a_study_linked_from_outside_the_studies_folder_is_not_listed(safe_server):

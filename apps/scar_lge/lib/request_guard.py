@@ -24,17 +24,19 @@ logger = logging.getLogger(__name__)
 # Query parameters whose value becomes (part of) a path: image ids, label tags, session ids, models.
 NAME_PARAMS = {"image": "image id", "id": "image id", "label": "image id", "tag": "label tag",
                "session_id": "session id", "model": "model name"}  # fmt: skip
-# Route patterns whose last segment is a name (method, path regex, kind of name).
+# Routes whose last path segment is a name, and what kind of name it is.
 NAME_ROUTES = [
-    (re.compile(r"/infer/wsi/([^/]*)/?"), "model name"),
     (re.compile(r"/infer/([^/]*)/?"), "model name"),
     (re.compile(r"/batch/infer/([^/]*)/?"), "model name"),
     (re.compile(r"/train/([^/]+)/?"), "model name"),
     (re.compile(r"/activelearning/([^/]*)/?"), "strategy name"),
     (re.compile(r"/scoring/([^/]+)/?"), "scoring method"),
+    (re.compile(r"/model/info/([^/]*)/?"), "model name"),
     (re.compile(r"/model/([^/]*)/?"), "model name"),
     (re.compile(r"/session/([^/]+)/?"), "session id"),
 ]
+# Whole-slide inference (pathology) has no meaning for cardiac MRI stacks.
+WSI_ROUTE = re.compile(r"/infer/wsi(_v2)?/.*")
 MAX_TRAIN_BODY_BYTES = 64 * 1024
 
 
@@ -48,8 +50,7 @@ def _check_names(path: str, query: str) -> None:
     for pattern, kind in NAME_ROUTES:
         match = pattern.fullmatch(path)
         if match:
-            if match.group(1) or not path.startswith("/infer/wsi"):
-                _name(kind, match.group(1))
+            _name(kind, match.group(1))
             break
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key in NAME_PARAMS and value != "":
@@ -85,6 +86,8 @@ class RequestGuard:
         method, path = scope["method"], scope["path"]
         query = scope.get("query_string", b"").decode("latin-1")
         try:
+            if WSI_ROUTE.fullmatch(path):
+                raise Refused(404, "this app has no whole-slide (pathology) models; use POST /infer/scar")
             _check_names(path, query)
             if method in ("PUT", "DELETE") and path.rstrip("/").startswith("/model/"):
                 raise Refused(
@@ -92,17 +95,20 @@ class RequestGuard:
                     "models are published by training (POST /train/scar) and rolled back with "
                     "apps/scar_lge/scripts/models.py; they are not uploaded or deleted over HTTP",
                 )
-            if method == "POST" and path.startswith("/infer/") and not path.startswith("/infer/wsi"):
+            if method == "POST" and path.rstrip("/") == "/train":
+                # MONAI Label's deprecated train-everything route merges the whole body into each request.
+                raise Refused(404, "start training with POST /train/scar and a JSON object of options")
+            if method == "POST" and path.startswith("/infer/"):
                 params = dict(parse_qsl(query))
                 content_type = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
                 if not params.get("image") and not params.get("session_id") and "multipart" not in content_type:
                     raise Refused(422, "give an image id (?image=...), a session_id, or upload a file (file=@...)")
                 _app().require_model(path.strip("/").split("/")[1])
-            if method == "POST" and path.startswith("/scoring/"):
+            if method == "POST" and path.startswith("/scoring"):
                 app = _app()
-                method_name = path.strip("/").split("/")[1]
-                if method_name not in app._scoring_methods:
-                    raise Refused(404, f"unknown scoring method {method_name!r}; available: {sorted(app._scoring_methods)}")
+                parts = path.strip("/").split("/")
+                if len(parts) > 1 and parts[1] not in app._scoring_methods:
+                    raise Refused(404, f"unknown scoring method {parts[1]!r}; available: {sorted(app._scoring_methods)}")
                 app.require_model()
             if method == "POST" and re.fullmatch(r"/train/[^/]+/?", path):
                 body = await _read_body(receive)
