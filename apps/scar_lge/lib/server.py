@@ -1,4 +1,5 @@
-"""The ASGI app the server runs: MONAI Label's own, behind :class:`lib.request_guard.RequestGuard`.
+"""The ASGI app the server runs: MONAI Label's own, behind :class:`lib.request_guard.RequestGuard`, with
+its blocking endpoints moved off the event loop (:mod:`lib.offload`).
 
 Started through MONAI Label's documented hook for a custom app:
 ``python -m monailabel.main start_server --app apps/scar_lge ... --uvicorn_app lib.server:app``
@@ -15,6 +16,7 @@ from monailabel.app import app as monailabel_app
 from starlette.exceptions import HTTPException
 
 from .lifecycle import stop_background_runs
+from .offload import OffloadBlockingEndpoints
 from .request_guard import RequestGuard
 
 _monailabel_lifespan = monailabel_app.router.lifespan_context
@@ -38,4 +40,4 @@ async def _user_errors_as_4xx(request, exc: HTTPException):
 
 monailabel_app.router.lifespan_context = _lifespan
 monailabel_app.add_exception_handler(HTTPException, _user_errors_as_4xx)
-app = RequestGuard(monailabel_app)
+app = RequestGuard(OffloadBlockingEndpoints(monailabel_app))
