@@ -24,8 +24,9 @@ training and scoring subprocesses (the process tree is sampled every 0.2 s), and
 (it is kept anyway when a check fails).
 
 The server also starts its background uncertainty scoring (active learning) at start-up; it is left
-on, as in production, and its memory is reported. The server runs one infer at a time, so a request's
-latency includes waiting behind the other clients' requests.
+on, as in production, and its memory is reported. The server segments two studies at a time
+(lib/offload.py), so an infer's latency includes waiting behind the other clients' requests; a
+``GET /info/`` probe every 0.5 s measures how the server answers light requests meanwhile.
 """
 
 from __future__ import annotations
@@ -37,9 +38,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,93 +48,12 @@ from pathlib import Path
 import psutil
 import requests
 import torch
+from server_process import SAMPLE_DATA, Server, run_training
 
-ROOT = Path(__file__).resolve().parents[1]
-APP_DIR = ROOT / "apps" / "scar_lge"
-SAMPLE_DATA = ROOT / "sample-data"
 IMAGE_IDS = [f"lge_{i:03d}" for i in range(14)] + ["lge_dicom_014"]
-STARTUP_TIMEOUT_S = 120
 INFER_TIMEOUT_S = 600  # requests queue behind each other: one infer runs at a time
 SAMPLE_EVERY_S = 0.2
 PHASES = ("before_training", "training_before_publish", "after_publish", "across_a_boundary")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A server process on loopback, in its own process group, logging to ``root/server.log``."""
-
-    def __init__(self, root: Path, studies: Path, model_dir: Path):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root / "server.log"
-        env = {
-            **os.environ,
-            "MONAI_LABEL_TRACKING_ENABLED": "false",
-            "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
-            "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "true",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": str(APP_DIR),
-        }
-        cmd = [
-            sys.executable,
-            "-m",
-            "monailabel.main",
-            "start_server",
-            "--app",
-            str(APP_DIR),
-            "--studies",
-            str(studies),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--uvicorn_app",
-            "lib.server:app",
-            "--conf",
-            "model_dir",
-            str(model_dir),
-        ]
-        with open(self.log, "w") as log:
-            # A new session, so stop() also ends the train and scoring subprocesses the server starts.
-            self.process = subprocess.Popen(
-                cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def wait_ready(self) -> float:
-        """Poll ``GET /info/`` until it answers 200; returns the seconds it took."""
-        start = time.perf_counter()
-        deadline = time.time() + STARTUP_TIMEOUT_S
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/info/", timeout=5).status_code == 200:
-                    return time.perf_counter() - start
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"server did not answer in {STARTUP_TIMEOUT_S} s:\n{self.log_tail()}")
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
-
-    def stop(self, kill: bool = False) -> None:
-        """SIGTERM (or SIGKILL) to the whole process group; SIGKILL if it has not ended in 20 s."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        except ProcessLookupError:
-            pass
 
 
 def _background_method(process: psutil.Process) -> str:
@@ -303,21 +220,7 @@ class InfoProbe:
 
 def train(url: str, epochs: int, timeout_s: float) -> tuple[dict, float, float, float]:
     """Start a publishing training run and poll until it ends; returns (task, sent, answered, ended) times."""
-    start = time.perf_counter()
-    r = requests.post(f"{url}/train/scar", json={"max_epochs": epochs, "publish": "force"}, timeout=INFER_TIMEOUT_S)
-    answered = time.perf_counter()
-    if r.status_code != 200:
-        raise RuntimeError(f"POST /train/scar answered {r.status_code}: {r.text[:500]}")
-    task_id = r.json()["id"]
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        r = requests.get(f"{url}/train/", params={"all": "true"}, timeout=INFER_TIMEOUT_S)
-        tasks = r.json() if r.status_code == 200 else []
-        task = next((t for t in tasks if isinstance(t, dict) and t.get("id") == task_id), None)
-        if task and task.get("status") in ("DONE", "ERROR", "STOPPED"):
-            return task, start, answered, time.perf_counter()
-        time.sleep(1)
-    raise TimeoutError(f"training did not finish in {timeout_s} s")
+    return run_training(url, {"max_epochs": epochs, "publish": "force"}, timeout_s, request_timeout_s=INFER_TIMEOUT_S)
 
 
 def percentile(values: list[float], q: float) -> float:
