@@ -189,7 +189,8 @@ class ScarLGEApp(MONAILabelApp):
                 detail="models are published by training (POST /train/scar) or rolled back with "
                 "apps/scar_lge/scripts/models.py; uploading over a checkpoint is not allowed",
             )
-        return super().model_file(model, validate)
+        current = self.config.store.current()
+        return self.config.store.served_copy(current) if os.path.exists(current.path) else None
 
     def check_train_request(self, model: str, params: dict) -> None:
         """Refuse a train request with a bad option when it arrives (HTTP 422), before a process starts."""

@@ -181,3 +181,32 @@ def test_2d_and_4d_images_answer_422(server, tmp_path, shape):
     r = _upload(server, "PUT", "/datastore/", "file", content, {"image": "flat"}, name="flat.nii.gz")
     assert r.status_code == 422 and "image not added" in r.json()["detail"], r.text
     assert _snapshot(server) == before
+
+
+def test_light_requests_are_answered_while_studies_are_segmented(server):
+    """Infer runs off the server's event loop: GET /info/ is not queued behind segmentations."""
+    import threading
+    import time
+
+    done: list[float] = []
+
+    def infer(image_id):
+        r = requests.post(f"{server.url}/infer/scar", params={"image": image_id, "output": "json"}, timeout=300)
+        assert r.status_code == 200
+        done.append(time.perf_counter())
+
+    threads = [threading.Thread(target=infer, args=(f"lge_00{i}",)) for i in range(6)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    info_seconds = []
+    while len(done) < 4 and time.perf_counter() - start < 120:
+        t0 = time.perf_counter()
+        assert requests.get(f"{server.url}/info/", timeout=60).status_code == 200
+        info_seconds.append(time.perf_counter() - t0)
+        time.sleep(0.1)
+    for t in threads:
+        t.join()
+    assert info_seconds and max(done) - start > 1.0  # the infers were still running while /info/ was asked
+    assert max(info_seconds) < 0.5, info_seconds  # with infer on the loop, each /info/ waited a whole infer

@@ -121,3 +121,11 @@ def test_missing_and_unreadable_checkpoints_are_refused(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="unreadable"):
         load_checkpoint(build_network(), str(tmp_path / "bad.pt"))
+
+
+def test_the_file_handed_to_model_endpoints_can_be_renamed_without_touching_the_checkpoint(store):
+    shipped = _sha(DEFAULT_MODEL)
+    served = store.served_copy(store.current())
+    os.rename(served, served + ".deleted")  # what MONAI Label's DELETE /model/{model} does
+    assert _sha(DEFAULT_MODEL) == shipped and store.current().path == str(DEFAULT_MODEL)
+    assert _sha(served + ".deleted") == shipped

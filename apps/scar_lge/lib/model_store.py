@@ -138,6 +138,26 @@ class ModelStore:
         read_checkpoint(self._path(to))  # refuse a missing or mismatched checkpoint before pointing at it
         return self._point_to(to, f"rolled back from {current}")
 
+    def served_copy(self, version: ModelVersion) -> str:
+        """A path to give MONAI Label's model endpoints instead of the checkpoint itself.
+
+        ``DELETE /model/{model}`` renames whatever file it is given; without the request guard in front
+        (a plain ``start_server``), that would be a published version or the shipped default. A hard
+        link (a copy across file systems) in ``served/`` can be renamed without touching either.
+        """
+        folder = os.path.join(self.model_dir, "served")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{version.version}-{MODEL_NAME}.pt")
+        tmp = f"{path}.tmp"
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        try:
+            os.link(version.path, tmp)
+        except OSError:
+            shutil.copyfile(version.path, tmp)
+        os.replace(tmp, path)
+        return path
+
     def describe(self) -> dict:
         """Versions, the current one and the pointer's history, for /info/ and the command line."""
         pointer = self._pointer()
