@@ -48,7 +48,10 @@ from pathlib import Path
 import psutil
 import requests
 import torch
-from server_process import SAMPLE_DATA, Server, run_training
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from local_server import SAMPLE_DATA, Server, run_training  # noqa: E402
 
 IMAGE_IDS = [f"lge_{i:03d}" for i in range(14)] + ["lge_dicom_014"]
 INFER_TIMEOUT_S = 600  # requests queue behind each other: one infer runs at a time

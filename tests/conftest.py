@@ -26,6 +26,24 @@ def real_data() -> Path:
     return REAL_DATA
 
 
+def copy_first_phase(series: Path, dest: Path) -> int:
+    """Copy one frame per slice position (the earliest trigger time) of a multi-phase DICOM series; returns how many."""
+    import shutil
+
+    import pydicom
+
+    first: dict[tuple, tuple[float, Path]] = {}
+    for f in sorted(series.glob("*.dcm")):
+        ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+        key = tuple(round(float(v), 2) for v in ds.ImagePositionPatient)
+        if key not in first or float(ds.TriggerTime) < first[key][0]:
+            first[key] = (float(ds.TriggerTime), f)
+    dest.mkdir(parents=True)
+    for _, f in first.values():
+        shutil.copy(f, dest / f.name)
+    return len(first)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

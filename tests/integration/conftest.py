@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,100 +12,34 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import APP_DIR, DEFAULT_MODEL, SAMPLE_DATA
+from tests.conftest import DEFAULT_MODEL, ROOT, SAMPLE_DATA
 
-STARTUP_TIMEOUT_S = 120
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from local_server import Server as LocalServer  # noqa: E402
+
 TRAIN_TIMEOUT_S = 300
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """Handle on a running server: its URL, studies folder, model file and log."""
+class Server(LocalServer):
+    """A running server on ``root/studies`` (see scripts/local_server.py), ready when constructed."""
 
     def __init__(self, root: Path, model_dir: Path):
-        self.root, self.studies, self.model_dir = root, root / "studies", model_dir
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root / "server.log"
-        env = {
-            **os.environ,
-            "MONAI_LABEL_TRACKING_ENABLED": "false",
-            "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
-            "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "true",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": str(APP_DIR),
-        }
-        cmd = [
-            sys.executable,
-            "-m",
-            "monailabel.main",
-            "start_server",
-            "--app",
-            str(APP_DIR),
-            "--studies",
-            str(self.studies),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--uvicorn_app",
-            "lib.server:app",
-            "--conf",
-            "model_dir",
-            str(model_dir),
-        ]
-        # A new session, so stop() also ends the train subprocesses the server starts.
-        self.process = subprocess.Popen(
-            cmd, cwd=root, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.time() + STARTUP_TIMEOUT_S
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/info/", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"server did not answer in {STARTUP_TIMEOUT_S} s: {self.log.read_text()[-3000:]}")
+        super().__init__(root, root / "studies", model_dir)
+        try:
+            self.wait_ready()
+        except RuntimeError:
+            self.stop(kill=True)
+            raise
 
     def current_model(self) -> dict:
         """The current version, its checkpoint's SHA-256 and every published version, read from the model folder."""
-        import hashlib
-
         from lib.model_store import ModelStore
 
         store = ModelStore(str(self.model_dir), str(DEFAULT_MODEL))
         current = store.current()
         sha = hashlib.sha256(open(current.path, "rb").read()).hexdigest() if os.path.exists(current.path) else None
         return {"version": current.version, "sha": sha, "versions": store.versions()}
-
-    def current_model(self) -> dict:
-        """The current version, its checkpoint's SHA-256 and every published version, read from the model folder."""
-        import hashlib
-
-        from lib.model_store import ModelStore
-
-        store = ModelStore(str(self.model_dir), str(DEFAULT_MODEL))
-        current = store.current()
-        sha = hashlib.sha256(open(current.path, "rb").read()).hexdigest() if os.path.exists(current.path) else None
-        return {"version": current.version, "sha": sha, "versions": store.versions()}
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
     def train(self, params: dict, progress: list | None = None) -> dict:
         """Start a training run through the API and wait for it; returns the finished task.

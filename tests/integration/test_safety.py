@@ -10,12 +10,11 @@ import time
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 import requests
 import torch
 
-from tests.conftest import DEFAULT_MODEL, REAL_DATA
+from tests.conftest import DEFAULT_MODEL, REAL_DATA, copy_first_phase
 
 from .conftest import start_server
 
@@ -179,16 +178,7 @@ def test_fewer_than_three_slices_give_no_lv_mass(safe_server, tmp_path):
 @pytest.mark.skipif(not (REAL_DATA / "sunnybrook").is_dir(), reason=f"real data folder {REAL_DATA} is absent")
 def test_cine_ssfp_dicom_gets_no_scar_figures(safe_server):
     folder = REAL_DATA / "sunnybrook" / "dicoms" / "SCD0000101"
-    first_phase = {}
-    for f in sorted(folder.glob("*.dcm")):
-        ds = pydicom.dcmread(str(f), stop_before_pixels=True)
-        key = tuple(round(float(v), 2) for v in ds.ImagePositionPatient)
-        if key not in first_phase or float(ds.TriggerTime) < first_phase[key][0]:
-            first_phase[key] = (float(ds.TriggerTime), f)
-    target = safe_server.studies / "cine_101.dicom"
-    target.mkdir()
-    for _, f in first_phase.values():
-        shutil.copy(f, target / f.name)
+    copy_first_phase(folder, safe_server.studies / "cine_101.dicom")
     requests.get(f"{safe_server.url}/datastore/", timeout=10)  # let the datastore list the new study
     for _ in range(30):
         r = requests.post(f"{safe_server.url}/infer/scar", params={"image": "cine_101", "output": "json"}, timeout=120)

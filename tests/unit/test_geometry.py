@@ -1,10 +1,7 @@
 """Geometry round trips, label checks and the clinical figures, on constructed and real data."""
 
-import shutil
-
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 import SimpleITK as sitk
 
@@ -13,6 +10,7 @@ from lib.dicom_io import write_dicom_series
 from lib.label_io import InputError, check_label, read_geometry, write_label_like
 from lib.metrics import dice, scar_quantification, structure_dice
 from lib.phantoms import make_phantom
+from tests.conftest import copy_first_phase
 
 
 def _save(array, affine, path):
@@ -126,16 +124,8 @@ def test_real_multiphase_dicom_is_refused_and_one_phase_reads(real_data, tmp_pat
     folder = real_data / "sunnybrook" / "dicoms" / "SCD0000101"
     with pytest.raises(InputError, match="slice positions"):
         read_geometry(str(folder))
-    first_phase = {}
-    for f in sorted(folder.glob("*.dcm")):
-        ds = pydicom.dcmread(str(f), stop_before_pixels=True)
-        key = tuple(round(float(v), 2) for v in ds.ImagePositionPatient)
-        if key not in first_phase or float(ds.TriggerTime) < first_phase[key][0]:
-            first_phase[key] = (float(ds.TriggerTime), f)
-    (tmp_path / "one_phase").mkdir()
-    for _, f in first_phase.values():
-        shutil.copy(f, tmp_path / "one_phase" / f.name)
+    n_positions = copy_first_phase(folder, tmp_path / "one_phase")
     geometry = read_geometry(str(tmp_path / "one_phase"))
-    assert geometry.size == (256, 256, len(first_phase))
+    assert geometry.size == (256, 256, n_positions)
     assert geometry.spacing[0] == pytest.approx(1.367188, abs=1e-5)
     assert 8.0 <= geometry.spacing[2] <= 10.5

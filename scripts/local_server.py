@@ -1,6 +1,7 @@
-"""A scar_lge server process on loopback for the benchmarks, started as ``scripts/serve.sh`` starts it.
+"""A scar_lge server process on loopback, started as ``scripts/serve.sh`` starts it.
 
-Kept apart from the tests' fixtures on purpose: a benchmark must not change when a test helper does.
+The one place the server command line is written for Python callers: the integration tests (whose
+fixtures build on it) and the benchmarks (which stay free of test fixtures) both start servers here.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Server:
     """A server process on loopback, in its own process group, logging to ``root/server.log``."""
 
     def __init__(self, root: Path, studies: Path, model_dir: Path):
+        self.root, self.studies, self.model_dir = root, studies, model_dir
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / "server.log"
@@ -86,17 +88,17 @@ class Server:
         return self.log.read_text(errors="replace")[-chars:]
 
     def stop(self, kill: bool = False) -> None:
-        """SIGTERM (or SIGKILL) to the whole process group; SIGKILL if it has not ended in 20 s."""
-        if self.process.poll() is not None:
-            return
+        """SIGTERM (or SIGKILL) to the whole process group, also when the server itself has already
+        ended (its training or scoring processes may not have); SIGKILL if it has not ended in 20 s."""
         try:
             os.killpg(self.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-        except ProcessLookupError:
-            pass
 
 
 def run_training(url: str, params: dict, timeout_s: float, request_timeout_s: float = 60) -> tuple[dict, float, float, float]:
