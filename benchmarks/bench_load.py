@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from local_server import SAMPLE_DATA, Server, run_training  # noqa: E402
 
 IMAGE_IDS = [f"lge_{i:03d}" for i in range(14)] + ["lge_dicom_014"]
-INFER_TIMEOUT_S = 600  # requests queue behind each other: one infer runs at a time
+INFER_TIMEOUT_S = 600  # requests queue behind each other: two infers run at a time
 SAMPLE_EVERY_S = 0.2
 PHASES = ("before_training", "training_before_publish", "after_publish", "across_a_boundary")
 
@@ -442,9 +442,8 @@ def print_table(f: dict) -> None:
         rows.append((f"  {p}", value))
     probe = f["info_probe"]
     if probe["count"]:
-        rows.append(
-            ("GET /info/ under load p50/p99/max", f"{probe['p50_s']} / {probe['p99_s']} / {probe['max_s']} s (n={probe['count']}, errors {probe['errors']})")
-        )
+        figures = f"{probe['p50_s']} / {probe['p99_s']} / {probe['max_s']} s"
+        rows.append(("GET /info/ under load p50/p99/max", f"{figures} (n={probe['count']}, errors {probe['errors']})"))
     rows.append(("answers by version", ", ".join(f"{k}: {v}" for k, v in f["answers_by_version"].items())))
     for p, counts in f["answers_by_phase_and_version"].items():
         rows.append((f"  {p}", ", ".join(f"{k}: {v}" for k, v in counts.items())))

@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "apps" / "scar_lge"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from lib.phantoms import make_phantom  # noqa: E402
 from local_server import SAMPLE_DATA, Server, run_training  # noqa: E402
+
+from lib.phantoms import make_phantom  # noqa: E402
 
 
 class PeakMemory:

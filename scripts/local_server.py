@@ -101,7 +101,9 @@ class Server:
             self.process.wait()
 
 
-def run_training(url: str, params: dict, timeout_s: float, request_timeout_s: float = 60) -> tuple[dict, float, float, float]:
+def run_training(
+    url: str, params: dict, timeout_s: float, request_timeout_s: float = 60
+) -> tuple[dict, float, float, float]:
     """``POST /train/scar`` with ``params`` and poll until the run ends; returns (task, sent, answered, ended)."""
     start = time.perf_counter()
     r = requests.post(f"{url}/train/scar", json=params, timeout=request_timeout_s)

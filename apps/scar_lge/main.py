@@ -4,65 +4,36 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import tempfile
 
 from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.utils.sessions import Sessions
+from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lib.configs.scar import ScarConfig
 from lib.constants import LABELS, MODEL_NAME
 from lib.datastore import ScarDatastore
-from lib.label_io import InputError
-from lib.lifecycle import in_background_run
+from lib.errors import InputError, as_http
+from lib.lifecycle import ParentWatch, in_background_run, show_progress_plainly
 from lib.model import CheckpointError
-from lib.names import check_name, is_name
+from lib.names import is_name, is_upload
 from lib.publish_gate import is_validation_study
-from lib.trainers.scar import show_progress_plainly
+from lib.sessions import ScarSessions
 
 logger = logging.getLogger(__name__)
 
-# How the infer endpoint names an uploaded file: tempfile.NamedTemporaryFile(suffix=<the upload's
-# suffixes>) in the temp folder. Nothing else tells an upload from a path typed by the caller, so
-# this shape (and an upload session's image) are the only server paths infer accepts; every other
-# image must be a datastore id.
-_UPLOAD_NAME = re.compile(r"tmp[a-z0-9_]{8}(\.[A-Za-z0-9_-]+)*")
 
-
-def _http(e: InputError, what: str) -> HTTPException:
-    return HTTPException(status_code=e.status_code, detail=f"{what}: {e}")
-
-
-class ScarSessions(Sessions):
-    """MONAI Label's upload sessions, with session ids checked before they become folder names.
-
-    Stock ``get_session('..')`` treats the parent folder as a dangling session and deletes it.
-    """
-
-    def get_session(self, session_id: str, update_ts: bool = True, fetch_cache: bool = True):
-        try:
-            check_name("session id", session_id)
-        except InputError as e:
-            raise _http(e, "refused") from e
-        return super().get_session(session_id, update_ts=update_ts, fetch_cache=fetch_cache)
-
-    def remove_session(self, session_id: str):
-        if not is_name(session_id):
-            raise HTTPException(status_code=422, detail=f"refused: session id {session_id!r} is not a safe name")
-        return super().remove_session(session_id)
-
-    def add_session(self, data_file: str, expiry: int = 0, uncompress: bool = False, session_id=None):
-        if uncompress:  # an archive's member names could point anywhere
-            raise HTTPException(status_code=422, detail="compressed sessions are not accepted; upload the files")
-        return super().add_session(data_file, expiry, False, session_id)
+def _no_model(e: CheckpointError) -> HTTPException:
+    return HTTPException(status_code=503, detail=f"no usable model: {e.reason} (looked at {e.path})")
 
 
 class ScarLGEApp(MONAILabelApp):
     """LV myocardium, scar and MVO segmentation with correction, fine-tuning and active learning."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
-        if in_background_run():  # GET /train/ shows this process's output: progress, not library chatter
+        if in_background_run():
+            # A train or scoring process: ends with its server (also a killed one), and GET /train/
+            # shows its output, so progress lines only, not library chatter.
+            self._parent_watch = ParentWatch()
             show_progress_plainly()
         self.config = ScarConfig()
         self.config.init(MODEL_NAME, os.path.join(app_dir, "model"), conf or {}, None, app_dir=app_dir)
@@ -106,7 +77,7 @@ class ScarLGEApp(MONAILabelApp):
     def info(self):
         info = super().info()
         fraction = self.config.settings.val_split
-        labelled = self.datastore().get_labeled_images("final")
+        labelled = self.datastore().get_labeled_images(DefaultLabelTag.FINAL.value)
         info["validation"] = {
             "rule": f"a study validates when a hash of its id falls below {fraction}; it is decided per study, "
             "never changes as studies are added, and validation studies are never trained on",
@@ -122,37 +93,45 @@ class ScarLGEApp(MONAILabelApp):
             raise HTTPException(status_code=404, detail=f"unknown model {model!r}; available: {sorted(self._infers)}")
         return model
 
-    def _image_for_infer(self, image) -> str:
-        """A datastore id, or the temp file the infer endpoint saved an upload to; nothing else."""
+    def _image_path(self, image) -> str:
+        """The file to segment: a datastore id's study, or a file the server saved an upload to; nothing else."""
         if not isinstance(image, str) or not image:
             raise HTTPException(status_code=422, detail="give an image id (?image=...) or upload a file (file=@...)")
         if is_name(image):
-            if not self.datastore().get_image_uri(image):
+            path = self.datastore().get_image_uri(image)
+            if not path:
                 raise HTTPException(status_code=404, detail=f"unknown image id '{image}'")
-            return image
-        real = os.path.realpath(image)
-        upload = os.path.dirname(real) == os.path.realpath(tempfile.gettempdir()) and _UPLOAD_NAME.fullmatch(
-            os.path.basename(real)
-        )
+            return path
         sessions = self.sessions()
-        if sessions is not None and not upload:  # an upload session keeps its image in its own store
-            store = os.path.realpath(sessions.store_path)
-            upload = os.path.commonpath([store, real]) == store and real != store
-        if not upload or not os.path.exists(real):
+        if not is_upload(image, sessions.store_path if sessions is not None else None):
             raise HTTPException(
                 status_code=422, detail="image must be a datastore id or an uploaded file, not a server path"
             )
-        return real
+        return os.path.realpath(image)
 
     def infer(self, request, datastore=None):
         self._known_model(request.get("model"))
-        request = {**request, "image": self._image_for_infer(request.get("image"))}
+        image = request.get("image")
+        # Saving a prediction as a label is allowed as 'original' only: corrections ('final') come from
+        # annotators through PUT /datastore/label, never from a model.
+        save = bool(request.get("save_label", False))
+        tag = request.get("label_tag") or DefaultLabelTag.ORIGINAL.value
+        if save and tag != DefaultLabelTag.ORIGINAL.value:
+            raise HTTPException(
+                status_code=422, detail=f"a prediction is saved as an 'original' label only, not {tag!r}"
+            )
+        # A resolved path: MONAI Label then neither looks the id up in its working folder nor saves.
+        request = {**request, "image": self._image_path(image), "save_label": False}
         try:
-            return super().infer(request, datastore)
+            result = super().infer(request, datastore)
         except CheckpointError as e:
-            raise HTTPException(status_code=503, detail=f"no usable model: {e.reason} (looked at {e.path})") from e
+            raise _no_model(e) from e
         except InputError as e:
-            raise _http(e, "cannot segment this image") from e
+            raise as_http(e, "cannot segment this image") from e
+        if save and is_name(image) and result.get("file"):
+            store = datastore or self.datastore()
+            result["label"] = store.save_label(image, result["file"], tag, {"model": request["model"]})
+        return result
 
     def next_sample(self, request):
         strategy = request.get("strategy") or "random"
@@ -176,10 +155,12 @@ class ScarLGEApp(MONAILabelApp):
 
     def bundle_path(self, model):
         # POST /train/{model} and /scoring/{method} start a background process without asking the app;
-        # this is the one hook they call first, so an unknown model is refused here.
+        # this is the one hook they call first, so an unknown model is refused here. The app folder
+        # (already on the run's PYTHONPATH) is returned so that a caller's own "bundle_path", which
+        # MONAI Label would put on that PYTHONPATH, is always overwritten.
         if model:
             self._known_model(model)
-        return super().bundle_path(model)
+        return self.app_dir
 
     def model_file(self, model, validate=True):
         self._known_model(model)
@@ -196,13 +177,13 @@ class ScarLGEApp(MONAILabelApp):
         """Refuse a train request with a bad option when it arrives (HTTP 422), before a process starts."""
         self._known_model(model)
         try:
-            self._trainers[model].options(params)
+            self._trainers[model].options(params, from_client=True)
         except InputError as e:
-            raise _http(e, "training not started") from e
+            raise as_http(e, "training not started") from e
 
     def require_model(self, model: str = MODEL_NAME) -> None:
         """HTTP 503 with the reason and the path looked at, when the model has no usable checkpoint."""
         try:
             self._infers[self._known_model(model)].require_model()
         except CheckpointError as e:
-            raise HTTPException(status_code=503, detail=f"no usable model: {e.reason} (looked at {e.path})") from e
+            raise _no_model(e) from e

@@ -42,13 +42,16 @@ class Server(LocalServer):
         return {"version": current.version, "sha": sha, "versions": store.versions()}
 
     def train(self, params: dict, progress: list | None = None) -> dict:
-        """Start a training run through the API and wait for it; returns the finished task.
+        """Start a training run through the API and wait for it; returns the finished task."""
+        r = requests.post(f"{self.url}/train/scar", json=params, timeout=30)
+        r.raise_for_status()
+        return self.wait_for_training(r.json()["id"], progress)
+
+    def wait_for_training(self, task_id: str, progress: list | None = None) -> dict:
+        """Poll ``GET /train/`` until run ``task_id`` ends; returns the task.
 
         ``progress``, if given, collects what ``GET /info/`` showed as ``train_stats`` while the run went.
         """
-        r = requests.post(f"{self.url}/train/scar", json=params, timeout=30)
-        r.raise_for_status()
-        task_id = r.json()["id"]
         deadline = time.time() + TRAIN_TIMEOUT_S
         while time.time() < deadline:
             task = requests.get(f"{self.url}/train/", params={"all": True}, timeout=10).json()

@@ -133,7 +133,10 @@ def test_a_worse_run_never_replaces_the_current_model(loop_server, tmp_path):
     reference_file, _ = client.infer("scar", "lge_002", {})
     reference = np.asarray(nib.load(reference_file).dataobj).copy()
 
-    task = server.train({"max_epochs": 1, "lr": 1.0})  # a learning rate that wrecks the network
+    # Started as the Slicer plugin starts it: MONAILabelClient with a client id (sent with the options).
+    slicer = MONAILabelClient(server.url, tmpdir=str(tmp_path), client_id="slicer-1")
+    started = slicer.train_start("scar", {"max_epochs": 1, "lr": 1.0})  # a learning rate that wrecks the network
+    task = server.wait_for_training(started["id"])
     assert task["status"] == "DONE", task
     stats = _stats(server)
     assert stats["published"] is False and stats["candidate"]["score"] < stats["current"]["score"], stats["reason"]

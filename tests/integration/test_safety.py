@@ -26,9 +26,13 @@ def _files(root) -> dict:
 
 
 def _plant_link(studies, model_dir):
-    """A study that is a symlink to a file outside the studies folder, and a copy of lge_000 out there."""
+    """Links that lead out of the studies folder: a study, a label and a not-yet-added study's name."""
     shutil.copy(studies / "lge_000.nii.gz", studies.parent / OUTSIDE)
     os.symlink(studies.parent / OUTSIDE, studies / "escape.nii.gz")
+    shutil.copy(studies / "labels" / "final" / "lge_001.nii.gz", studies.parent / "outside_label.nii.gz")
+    (studies / "labels" / "final" / "lge_001.nii.gz").unlink()
+    os.symlink(studies.parent / "outside_label.nii.gz", studies / "labels" / "final" / "lge_001.nii.gz")
+    os.symlink(studies.parent / "outside_new.nii.gz", studies / "newstudy.nii.gz")  # dangling until written
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +44,7 @@ def safe_server(tmp_path_factory):
 
 LGE = "sample-data/lge_000.nii.gz"
 LABEL = "sample-data/labels/final/lge_000.nii.gz"
+LABEL1 = "sample-data/labels/final/lge_001.nii.gz"
 
 # (method, path, query, multipart file field or None, form params or None, status, words in the reason)
 TRAVERSALS = [
@@ -56,7 +61,17 @@ TRAVERSALS = [
     ("GET", "/session/%2E%2E", {}, None, None, 422, "session id '..'"),
     ("DELETE", "/session/%2E%2E", {}, None, None, 422, "session id '..'"),
     ("POST", "/infer/scar", {"image": "/etc/passwd"}, None, None, 422, "image id '/etc/passwd'"),
-    ("POST", "/infer/scar", {"image": "lge_000"}, None, {"image": "/etc/hostname"}, 422, "not a server path"),
+    (
+        "POST",
+        "/infer/scar",
+        {"image": "lge_000"},
+        None,
+        {"image": "/etc/hostname"},
+        422,
+        "params may not set ['image']",
+    ),
+    ("POST", "/infer/scar", {}, ("file", LGE), {"image": "/tmp/tmpab12cd34.nii.gz"}, 422, "may not set ['image']"),
+    ("POST", "/infer/scar", {"image": "lge_000"}, None, {"session": {"image": "/etc"}}, 422, "may not set ['session']"),
     ("POST", "/infer/scar", {"image": "lge_000"}, None, {"result_extension": "/../../x"}, 422, "result_extension"),
     ("POST", "/infer/scar", {"session_id": "../x"}, None, None, 422, "session id"),
     ("POST", "/infer/scar", {}, None, None, 422, "give an image id"),
@@ -74,6 +89,11 @@ TRAVERSALS = [
     ("GET", "/model/info/%2E%2E", {}, None, None, 422, "model name '..'"),
     ("POST", "/train/", {}, None, None, 404, "POST /train/scar"),
     ("POST", "/infer/wsi/scar", {"image": "lge_000"}, None, None, 404, "no whole-slide"),
+    ("POST", "/infer/scar", {"image": "lge_010"}, None, {"save_label": True, "label_tag": "final"}, 422, "'original'"),
+    ("POST", "/infer/scar", {"image": "apps"}, None, None, 404, "unknown image id 'apps'"),
+    ("PUT", "/datastore/image", {"image": "newstudy"}, ("file", LGE), None, 422, "outside its folder"),
+    ("PUT", "/datastore/label", {"image": "lge_001", "tag": "final"}, ("label", LABEL1), None, 422, "outside"),
+    ("GET", "/datastore/dataset", {}, None, None, 404, "not offered"),
 ]
 
 
@@ -119,8 +139,10 @@ def test_uploads_and_upload_sessions_are_the_server_paths_infer_accepts(safe_ser
 
 def test_a_study_linked_from_outside_the_studies_folder_is_not_listed(safe_server):
     listed = requests.get(f"{safe_server.url}/datastore/", params={"output": "all"}, timeout=10).json()["objects"]
-    assert "lge_000" in listed and "escape" not in listed
+    assert "lge_000" in listed and "escape" not in listed and "newstudy" not in listed
+    assert "final" not in listed["lge_001"]["labels"]  # its label file is a link out of the folder
     assert (safe_server.studies.parent / OUTSIDE).exists()
+    assert not (safe_server.studies.parent / "outside_new.nii.gz").exists()
 
 
 def test_deleting_a_study_removes_it_and_its_labels(safe_server):
@@ -129,6 +151,22 @@ def test_deleting_a_study_removes_it_and_its_labels(safe_server):
     assert not (safe_server.studies / "lge_013.nii.gz").exists()
     r = requests.post(f"{safe_server.url}/infer/scar", params={"image": "lge_013"}, timeout=30)
     assert r.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path, query, body, reason",
+    [
+        ("/train/scar", {}, {"bundle_path": "/tmp/evil"}, "unknown train option(s) ['bundle_path']"),
+        ("/scoring/scar_uncertainty", {}, {"bundle_path": "/tmp/evil"}, "may not set ['bundle_path']"),
+        ("/batch/infer/scar", {}, {"gpus": "0", "bundle_path": "/tmp/evil"}, "may not set ['bundle_path', 'gpus']"),
+        ("/train/scar", {"run_sync": "true"}, {}, "run_sync and enqueue are refused"),
+        ("/scoring/scar_uncertainty", {"run_sync": "true"}, {}, "run_sync and enqueue are refused"),
+        ("/train/scar", {"enqueue": "true"}, {}, "run_sync and enqueue are refused"),
+    ],
+)
+def test_background_runs_cannot_be_steered_by_the_caller(safe_server, path, query, body, reason):
+    r = requests.post(f"{safe_server.url}{path}", params=query, json=body, timeout=30)
+    assert r.status_code == 422 and reason in r.json()["detail"], r.text
 
 
 @pytest.mark.parametrize(
@@ -209,7 +247,8 @@ def _unusable_model(kind: str):
 
 
 @pytest.mark.parametrize(
-    "kind, reason", [("unreadable", "unreadable"), ("missing", "no such file"), ("other recipe", "recipe does not match")]
+    "kind, reason",
+    [("unreadable", "unreadable"), ("missing", "no such file"), ("other recipe", "recipe does not match")],
 )
 def test_no_usable_model_means_no_answer(tmp_path, kind, reason):
     server = start_server(tmp_path, prepare=_unusable_model(kind))
@@ -218,7 +257,9 @@ def test_no_usable_model_means_no_answer(tmp_path, kind, reason):
         assert info["models"]["scar"]["ready"] is False and reason in info["models"]["scar"]["not_ready_reason"]
         r = requests.post(f"{server.url}/infer/scar", params={"image": "lge_002"}, timeout=60)
         assert r.status_code == 503, r.text
-        assert reason in r.json()["detail"] and str(server.model_dir / "versions" / "v1" / "scar.pt") in r.json()["detail"]
+        assert (
+            reason in r.json()["detail"] and str(server.model_dir / "versions" / "v1" / "scar.pt") in r.json()["detail"]
+        )
         r = requests.post(f"{server.url}/scoring/scar_uncertainty", timeout=60)
         assert r.status_code == 503 and reason in r.json()["detail"], r.text
         if kind == "missing":

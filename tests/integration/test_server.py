@@ -185,28 +185,34 @@ def test_2d_and_4d_images_answer_422(server, tmp_path, shape):
 
 def test_light_requests_are_answered_while_studies_are_segmented(server):
     """Infer runs off the server's event loop: GET /info/ is not queued behind segmentations."""
+    import statistics
     import threading
     import time
 
-    done: list[float] = []
+    in_flight = [0]
+    lock = threading.Lock()
 
     def infer(image_id):
         r = requests.post(f"{server.url}/infer/scar", params={"image": image_id, "output": "json"}, timeout=300)
         assert r.status_code == 200
-        done.append(time.perf_counter())
+        with lock:
+            in_flight[0] -= 1
 
-    threads = [threading.Thread(target=infer, args=(f"lge_00{i}",)) for i in range(6)]
-    start = time.perf_counter()
+    ids = [f"lge_{i:03d}" for i in range(12)]
+    threads = [threading.Thread(target=infer, args=(i,)) for i in ids]
+    in_flight[0] = len(threads)
     for t in threads:
         t.start()
-    time.sleep(0.3)
-    info_seconds = []
-    while len(done) < 4 and time.perf_counter() - start < 120:
+    time.sleep(0.2)
+    busy = []  # GET /info/ latencies measured while at least two segmentations were waiting or running
+    while in_flight[0] >= 2:
         t0 = time.perf_counter()
         assert requests.get(f"{server.url}/info/", timeout=60).status_code == 200
-        info_seconds.append(time.perf_counter() - t0)
-        time.sleep(0.1)
+        if in_flight[0] >= 2:
+            busy.append(time.perf_counter() - t0)
+        time.sleep(0.05)
     for t in threads:
         t.join()
-    assert info_seconds and max(done) - start > 1.0  # the infers were still running while /info/ was asked
-    assert max(info_seconds) < 0.5, info_seconds  # with infer on the loop, each /info/ waited a whole infer
+    assert len(busy) >= 3, busy
+    # On the loop, each /info/ would wait for at least one whole segmentation (0.3-0.7 s here).
+    assert statistics.median(busy) < 0.15, busy

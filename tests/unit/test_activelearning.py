@@ -137,10 +137,9 @@ def test_bad_reservation_minutes(minutes):
         Reservations(minutes)
 
 
-def test_requests_without_client_id_are_each_their_own_client():
+def test_requests_without_client_id_have_no_client():
     assert client_key({"client_id": "alice"}) == "alice"
-    anonymous = {client_key({}), client_key({"client_id": None}), client_key({"client_id": ""})}
-    assert len(anonymous) == 3
+    assert {client_key({}), client_key({"client_id": None}), client_key({"client_id": " "})} == {None}
 
 
 @pytest.mark.parametrize("value, ok", [("0", 0.0), ("2.5", 2.5), ("-1", None), ("soon", None), ("inf", None)])
@@ -162,12 +161,16 @@ def test_annotators_asking_in_turn_get_different_studies(world, name):
     handed = [strategy({"client_id": f"c{i}"}, ds)["id"] for i in range(3)]
     assert sorted(handed) == GOOD
     assert strategy({"client_id": "c9"}, ds) is None  # everything held by someone else
-    assert strategy({}, ds) is None  # an anonymous ask is a client like any other
+    assert strategy({}, ds) is None  # nor to an anonymous ask
 
 
-def test_anonymous_asks_in_turn_get_different_studies(world):
-    first = world["strategies"]["first"]
-    assert [first({}, world["datastore"])["id"] for _ in range(3)] == GOOD
+def test_anonymous_asks_reserve_nothing(world):
+    """Otherwise calls without a client id (a script, curl) would lock every study away from annotators."""
+    first, ds = world["strategies"]["first"], world["datastore"]
+    replies = [first({}, ds) for _ in range(3)]
+    assert [r["id"] for r in replies] == [GOOD[0]] * 3 and not any("reserved_until" in r for r in replies)
+    assert first({"client_id": "alice"}, ds)["id"] == GOOD[0]  # still free for an annotator
+    assert first({}, ds)["id"] == GOOD[1]  # and then held by her
 
 
 def test_same_client_gets_its_reserved_study_back(world):

@@ -7,7 +7,8 @@ import SimpleITK as sitk
 
 from lib.constants import LV_CAVITY, MVO, MYOCARDIUM, SCAR
 from lib.dicom_io import write_dicom_series
-from lib.label_io import InputError, check_label, read_geometry, write_label_like
+from lib.errors import InputError
+from lib.label_io import check_label, read_geometry, write_label_like
 from lib.metrics import dice, scar_quantification, structure_dice
 from lib.phantoms import make_phantom
 from tests.conftest import copy_first_phase

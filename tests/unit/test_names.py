@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from lib.label_io import InputError
+from lib.errors import InputError
 from lib.names import check_name, resolve_inside
 
 

@@ -2,21 +2,28 @@ import math
 
 import pytest
 
-from lib.label_io import InputError
+from lib.errors import InputError
 from lib.train_options import MAX_EPOCHS, parse_train_options
 
-DEFAULTS = {"max_epochs": 5, "lr": 1e-4, "val_split": 0.2}
+DEFAULTS = {"max_epochs": 5, "lr": 1e-4}
 
 
 def test_defaults_fill_what_the_request_leaves_out():
-    opts = parse_train_options({"model": "scar", "max_epochs": 2}, DEFAULTS)
-    assert (opts.max_epochs, opts.lr, opts.val_split, opts.publish) == (2, 1e-4, 0.2, "auto")
+    opts = parse_train_options({"model": "scar", "max_epochs": 2, "bundle_path": "/app"}, DEFAULTS)
+    assert (opts.max_epochs, opts.lr, opts.publish) == (2, 1e-4, "auto")
+
+
+def test_a_client_may_send_its_client_id_but_not_the_keys_the_server_sets():
+    assert parse_train_options({"client_id": "slicer-1", "max_epochs": 2}, DEFAULTS, from_client=True).max_epochs == 2
+    for key in ("bundle_path", "gpus", "model", "local_rank"):
+        with pytest.raises(InputError, match=rf"unknown train option\(s\) \['{key}'\]"):
+            parse_train_options({key: "x"}, DEFAULTS, from_client=True)
 
 
 @pytest.mark.parametrize(
     "request_, message",
     [
-        ({"lr": -1}, r"lr=-1 is out of range; allowed: a number in \[1e-8, 1\]"),
+        ({"lr": -1}, r"lr=-1 is out of range; allowed: a number in \[1e-08, 1\]"),
         ({"lr": math.nan}, "lr=nan is out of range"),
         ({"lr": "fast"}, "lr='fast' is not a number"),
         ({"max_epochs": "five"}, "max_epochs='five' is not a number"),
@@ -26,7 +33,7 @@ def test_defaults_fill_what_the_request_leaves_out():
         ({"max_epochs": True}, "max_epochs=True is not a number"),
         ({"max_epoch": 5}, r"unknown train option\(s\) \['max_epoch'\]; known options: \['batch_size', 'device'"),
         ({"publish": "yes"}, r"publish='yes' is not valid; allowed: \['auto', 'force', 'never'\]"),
-        ({"val_split": 0.9}, "val_split=0.9 is out of range"),
+        ({"val_split": 0.05}, r"unknown train option\(s\) \['val_split'\]"),
         ({"device": "tpu"}, "device='tpu' is not valid"),
     ],
 )

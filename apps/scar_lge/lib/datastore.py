@@ -10,7 +10,8 @@ from typing import Any
 from fastapi import HTTPException
 from monailabel.datastore.local import LocalDatastore
 
-from .label_io import InputError, check_label, read_geometry, write_label_like
+from .errors import InputError, as_http
+from .label_io import check_label, read_geometry, write_label_like
 from .names import check_name, is_name, resolve_inside
 
 logger = logging.getLogger(__name__)
@@ -19,10 +20,6 @@ logger = logging.getLogger(__name__)
 STUDY_PATTERNS = ("*.nii.gz", "*.nii", "*.nrrd", "*.dicom")
 # What an upload may be: single files only (a DICOM series is added as a folder by an administrator).
 UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
-
-
-def _refuse(e: InputError, what: str) -> HTTPException:
-    return HTTPException(status_code=e.status_code, detail=f"{what}: {e}")
 
 
 class ScarDatastore(LocalDatastore):
@@ -47,7 +44,7 @@ class ScarDatastore(LocalDatastore):
         try:
             return check_name(kind, value)
         except InputError as e:
-            raise _refuse(e, "refused") from e
+            raise as_http(e, "refused") from e
 
     def _inside(self, uri: str) -> str:
         if not uri:
@@ -56,19 +53,31 @@ class ScarDatastore(LocalDatastore):
             return resolve_inside(self._root, os.path.relpath(uri, self._root))
         except InputError as e:
             logger.warning("refused a study path that leaves the studies folder: %s", uri)
-            raise _refuse(e, "refused") from e
+            raise as_http(e, "refused") from e
+
+    def _stays_inside(self, path: str) -> bool:
+        """``path``, and every file in it if it is a (DICOM series) folder, resolves inside the studies folder."""
+        paths = [path] + ([os.path.join(path, f) for f in os.listdir(path)] if os.path.isdir(path) else [])
+        return all(os.path.commonpath([self._root, os.path.realpath(p)]) == self._root for p in paths)
 
     def _list_files(self, path, patterns):
         files = super()._list_files(path, patterns)
         kept = {}
         for name, file in files.items():
             study_id, _ = self._to_id(name)
-            real = os.path.realpath(os.path.join(path, file))
-            if not is_name(study_id) or os.path.commonpath([self._root, real]) != self._root:
+            if not is_name(study_id) or not self._stays_inside(os.path.join(path, file)):
                 logger.warning("not listed: %s (unsafe name, or a link that leaves the studies folder)", name)
                 continue
             kept[name] = file
         return kept
+
+    def _writable(self, *parts: str) -> None:
+        """Refuse (422) a write whose destination, followed through any link, would land outside."""
+        try:
+            resolve_inside(self._root, *parts[:-1])
+            resolve_inside(self._root, *parts)
+        except InputError as e:
+            raise as_http(e, "not written") from e
 
     def get_image_uri(self, image_id: str) -> str:
         return self._inside(super().get_image_uri(self._name("image id", image_id)))
@@ -106,11 +115,12 @@ class ScarDatastore(LocalDatastore):
         try:
             label = check_label(label_filename, image_path)
             suffix = ".nii.gz" if image_path.endswith((".nii", ".nii.gz")) or os.path.isdir(image_path) else ".nrrd"
+            self._writable("labels", label_tag, f"{image_id}{suffix}")
             with tempfile.TemporaryDirectory() as tmp:
                 clean = write_label_like(label, image_path, os.path.join(tmp, f"label{suffix}"))
                 return super().save_label(image_id, clean, label_tag, label_info)
         except InputError as e:
-            raise _refuse(e, "label not saved") from e
+            raise as_http(e, "label not saved") from e
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
         if not self.get_label_uri(label_id, label_tag):
@@ -130,10 +140,11 @@ class ScarDatastore(LocalDatastore):
                 status_code=409,
                 detail=f"image not added: '{image_id}' already exists; delete it first or choose another id",
             )
+        self._writable(f"{image_id}{suffix}")
         try:
             read_geometry(image_filename)
         except InputError as e:
-            raise _refuse(e, "image not added") from e
+            raise as_http(e, "image not added") from e
         return super().add_image(image_id, image_filename, image_info)
 
     def remove_image(self, image_id: str) -> None:

@@ -12,20 +12,13 @@ import pydicom
 import SimpleITK as sitk
 
 from .constants import NUM_CLASSES
+from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # Geometry may differ by float rounding between writers (NIfTI stores float32), not by more.
 GEOMETRY_TOLERANCE = 1e-3
-
-
-class InputError(ValueError):
-    """A user's input that cannot be used; the message says why. Maps to an HTTP 4xx."""
-
-    def __init__(self, message: str, status_code: int = 422):
-        super().__init__(message)
-        self.status_code = status_code
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ import signal
 import sys
 
 logger = logging.getLogger(__name__)
+# Progress lines for GET /train/ (MONAI Label shows a run's last stdout lines there): plain text, one
+# line per event, apart from the library logging of the same process.
+progress = logging.getLogger("scar_lge.progress")
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 BACKGROUND_METHODS = ("train", "scoring", "batch_infer")
@@ -56,10 +59,18 @@ def stop_background_runs() -> list[str]:
     A killed run publishes nothing: models are published by an atomic rename at the very end of a run.
     """
     from monailabel.utils.async_tasks.task import AsyncTask
-    from monailabel.utils.async_tasks.utils import processes
+    from monailabel.utils.async_tasks.utils import background_executors, processes, tasks
 
     stopped = []
     for method in BACKGROUND_METHODS:
+        # Queued runs first, so none starts (and publishes) while the server shuts down.
+        executor = background_executors.get(method)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        for task in tasks(method):
+            if task.get("status") == "SUBMITTED":
+                task["status"] = "STOPPED"
+                stopped.append(f"{method} {task.get('id')} (queued)")
         while processes(method):
             task = AsyncTask.stop(method)
             if task is None:
@@ -68,3 +79,18 @@ def stop_background_runs() -> list[str]:
     if stopped:
         logger.info("stopped background runs: %s", stopped)
     return stopped
+
+
+def show_progress_plainly() -> None:
+    """In a background run: progress lines go to stdout bare; library chatter below errors is dropped."""
+    if not in_background_run():
+        return
+    if not progress.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
+        progress.propagate = False
+    for name in ("monai", "monailabel", "ignite", "lib", "py.warnings"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.captureWarnings(True)

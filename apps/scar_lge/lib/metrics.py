@@ -99,7 +99,11 @@ def structure_overlap(pred: np.ndarray, truth: np.ndarray) -> dict[str, dict[str
     out = {}
     for name, values in STRUCTURES.items():
         p, t = np.isin(pred, values), np.isin(truth, values)
-        out[name] = {"intersection": int(np.logical_and(p, t).sum()), "predicted": int(p.sum()), "reference": int(t.sum())}
+        out[name] = {
+            "intersection": int(np.logical_and(p, t).sum()),
+            "predicted": int(p.sum()),
+            "reference": int(t.sum()),
+        }
     return out
 
 

@@ -8,7 +8,9 @@ Layout of the model folder (``--conf model_dir``)::
 
 With no published version the current model is the shipped default, which is only ever read. A
 version folder appears whole (written under a temporary name, then renamed) and the pointer is
-replaced atomically, so a reader never sees half a model and a failed run leaves no trace.
+replaced atomically, so a reader never sees half a model. A run killed while publishing leaves at
+most a ``.staging-*`` folder (removed by the next publish) or a numbered version that never became
+current; the current model is unchanged either way.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
 from torch import nn
 
 from .constants import MODEL_NAME
-from .model import read_checkpoint, save_checkpoint
+from .model import CheckpointError, read_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +71,8 @@ class ModelStore:
         self.versions_dir = os.path.join(self.model_dir, "versions")
         self.pointer_path = os.path.join(self.model_dir, "current.json")
         os.makedirs(self.versions_dir, exist_ok=True)
+        self._checked: tuple[tuple, CheckpointError | None] | None = None
+        self._lock = threading.Lock()
 
     def _path(self, version: str) -> str:
         if version == DEFAULT_VERSION:
@@ -92,6 +97,28 @@ class ModelStore:
         version = self._pointer().get("version", DEFAULT_VERSION)
         return ModelVersion(version, self._path(version))
 
+    def problem(self, version: ModelVersion) -> CheckpointError | None:
+        """Why ``version``'s checkpoint cannot be used (missing, unreadable, other recipe), or None.
+
+        Kept while the file is unchanged (path, mtime, size), so each request does not re-read 7 MB.
+        """
+        try:
+            stat = os.stat(version.path)
+            stamp = (version.path, stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            stamp = (version.path, None, None)
+        with self._lock:
+            if self._checked is not None and self._checked[0] == stamp:
+                return self._checked[1]
+        try:
+            read_checkpoint(version.path)
+            problem = None
+        except CheckpointError as e:
+            problem = e
+        with self._lock:
+            self._checked = (stamp, problem)
+        return problem
+
     def stats(self, version: str) -> dict:
         """The training stats a published version was made with ({} for the shipped default)."""
         path = os.path.join(os.path.dirname(self._path(version)), "train_stats.json")
@@ -103,13 +130,16 @@ class ModelStore:
     def _point_to(self, version: str, reason: str) -> ModelVersion:
         pointer = self._pointer()
         history = pointer.get("history", [])
-        history.append({"version": version, "from": pointer.get("version"), "reason": reason, "at": _now()})
+        history.append({"version": version, "from": pointer.get("version"), "reason": reason, "at": now_iso()})
         write_json_atomic(self.pointer_path, {"version": version, "history": history})
         logger.info("current model is now %s (%s)", version, reason)
         return ModelVersion(version, self._path(version))
 
     def publish(self, network: nn.Module, provenance: dict, stats: dict) -> ModelVersion:
         """Store ``network`` as the next version with its provenance and stats, then make it current."""
+        for left in os.listdir(self.versions_dir):  # from a run killed while publishing; one run at a time
+            if left.startswith(".staging-"):
+                shutil.rmtree(os.path.join(self.versions_dir, left), ignore_errors=True)
         staging = tempfile.mkdtemp(prefix=".staging-", dir=self.versions_dir)
         try:
             existing = self.versions()
@@ -169,5 +199,6 @@ class ModelStore:
         }
 
 
-def _now() -> str:
+def now_iso() -> str:
+    """Local time with its UTC offset, as every stats and provenance record gives it."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 
-from .label_io import InputError
+from .errors import InputError
 
 # Letters, digits, '.', '_' and '-', starting with a letter or digit (so never '.' or '..'), at most
 # 128 characters: wide enough for DICOM-derived ids and study names, narrow enough that no id is a
 # path, a hidden file or a shell metacharacter.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 NAME_FORM = "1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
+# How MONAI Label's infer endpoint names an uploaded file: tempfile.NamedTemporaryFile(suffix=<the
+# upload's suffixes>) in the temp folder.
+_UPLOAD_NAME = re.compile(r"tmp[a-z0-9_]{8}(\.[A-Za-z0-9_-]+)*")
 
 
 def check_name(kind: str, value: object) -> str:
@@ -44,3 +48,22 @@ def resolve_inside(folder: str, *parts: str) -> str:
     if os.path.commonpath([root, path]) != root:
         raise InputError(f"{os.path.join(*parts)!r} resolves outside its folder")
     return path
+
+
+def is_upload(path: str, session_store: str | None = None) -> bool:
+    """True for a file the infer endpoint saved an upload to, or an image inside the upload-session store.
+
+    These are the only server paths infer reads; every other image is a datastore id. The endpoint's
+    ``params`` cannot name a path (lib/infer_route.py), so a path here was put there by the server.
+    """
+    real = os.path.realpath(path)
+    if not os.path.exists(real):
+        return False
+    if os.path.dirname(real) == os.path.realpath(tempfile.gettempdir()) and _UPLOAD_NAME.fullmatch(
+        os.path.basename(real)
+    ):
+        return True
+    if session_store:
+        store = os.path.realpath(session_store)
+        return real != store and os.path.commonpath([store, real]) == store
+    return False

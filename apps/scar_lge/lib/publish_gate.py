@@ -109,13 +109,17 @@ def decide(candidate_cases: list[dict], current_cases: list[dict] | None, publis
         return GateDecision(False, judged, "the request said publish: never", candidate, current)
     if publish == "force":
         note = "" if judged else f" (the set could not judge: {why_not})"
-        return GateDecision(True, judged, f"published because the request said publish: force{note}", candidate, current)
+        return GateDecision(
+            True, judged, f"published because the request said publish: force{note}", candidate, current
+        )
     if not judged:
         return GateDecision(
             False, False, f"not published: {why_not}; send publish: force to publish anyway", candidate, current
         )
     if current is None:
-        return GateDecision(True, True, "published: no current model to compare with (trained from scratch)", candidate, current)
+        return GateDecision(
+            True, True, "published: no current model to compare with (trained from scratch)", candidate, current
+        )
     if candidate.score < current.score:
         reason = f"not published: validation score {candidate.score:.4f} is lower than the current {current.score:.4f}"
         return GateDecision(False, True, reason, candidate, current)

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 
-from .label_io import InputError
+from .errors import InputError
 from .names import check_name
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,11 @@ NAME_ROUTES = [
 # Whole-slide inference (pathology) has no meaning for cardiac MRI stacks.
 WSI_ROUTE = re.compile(r"/infer/wsi(_v2)?/.*")
 MAX_TRAIN_BODY_BYTES = 64 * 1024
+# Routes that start background runs. run_sync would run one inside the server (frozen meanwhile, and
+# beyond the reach of DELETE /train/ and of shutdown); enqueue would queue runs that start later.
+BACKGROUND_ROUTES = re.compile(r"/(train|scoring|batch/infer)(/[^/]*)?/?")
+# Request keys MONAI Label itself sets on the way to a background run; a caller may not.
+SERVER_SET_KEYS = ("bundle_path", "gpus", "model", "local_rank", "method")
 
 
 class Refused(Exception):
@@ -95,6 +100,15 @@ class RequestGuard:
                     "models are published by training (POST /train/scar) and rolled back with "
                     "apps/scar_lge/scripts/models.py; they are not uploaded or deleted over HTTP",
                 )
+            if method == "GET" and path.rstrip("/") == "/datastore/dataset":
+                # MONAI Label zips the whole datastore into the temp folder and never deletes the archive.
+                raise Refused(404, "the dataset archive is not offered; copy the studies folder instead")
+            if method == "POST" and BACKGROUND_ROUTES.fullmatch(path):
+                flags = {k: v.lower() for k, v in parse_qsl(query)}
+                if flags.get("run_sync", "false") != "false" or flags.get("enqueue", "false") != "false":
+                    raise Refused(
+                        422, "training and scoring run in the background only: run_sync and enqueue are refused"
+                    )
             if method == "POST" and path.rstrip("/") == "/train":
                 # MONAI Label's deprecated train-everything route merges the whole body into each request.
                 raise Refused(404, "start training with POST /train/scar and a JSON object of options")
@@ -108,13 +122,19 @@ class RequestGuard:
                 app = _app()
                 parts = path.strip("/").split("/")
                 if len(parts) > 1 and parts[1] not in app._scoring_methods:
-                    raise Refused(404, f"unknown scoring method {parts[1]!r}; available: {sorted(app._scoring_methods)}")
+                    raise Refused(
+                        404, f"unknown scoring method {parts[1]!r}; available: {sorted(app._scoring_methods)}"
+                    )
                 app.require_model()
-            if method == "POST" and re.fullmatch(r"/train/[^/]+/?", path):
+            if method == "POST" and BACKGROUND_ROUTES.fullmatch(path) and path.rstrip("/") != "/train":
                 body = await _read_body(receive)
                 receive = _replay(body)
                 params = _json_object(body)
-                _app().check_train_request(path.strip("/").split("/")[1], params)
+                if path.startswith("/train/"):
+                    _app().check_train_request(path.strip("/").split("/")[1], params)
+                named = sorted(k for k in params if k in SERVER_SET_KEYS)
+                if named:
+                    raise Refused(422, f"the request may not set {named}: the server sets them")
         except HTTPException as e:
             return await _send(send, _as_refusal(e))
         except Refused as e:
@@ -128,9 +148,9 @@ def _json_object(body: bytes) -> dict:
     try:
         params = json.loads(body)
     except ValueError as e:
-        raise Refused(422, f"the train request body is not JSON: {e}") from e
+        raise Refused(422, f"the request body is not JSON: {e}") from e
     if not isinstance(params, dict):
-        raise Refused(422, f"the train request body must be a JSON object of options, got {type(params).__name__}")
+        raise Refused(422, f"the request body must be a JSON object of options, got {type(params).__name__}")
     return params
 
 
@@ -143,7 +163,7 @@ async def _read_body(receive) -> bytes:
         chunks.append(message.get("body", b""))
         size += len(chunks[-1])
         if size > MAX_TRAIN_BODY_BYTES:
-            raise Refused(413, f"a train request body is a few options, not {size} bytes")
+            raise Refused(413, f"a request body of options is a few hundred bytes, not {size}")
         if not message.get("more_body"):
             break
     return b"".join(chunks)

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi.exception_handlers import http_exception_handler
 from monailabel.app import app as monailabel_app
-from starlette.exceptions import HTTPException
 
+from .infer_route import replace_infer_route
 from .lifecycle import stop_background_runs
 from .offload import OffloadBlockingEndpoints
 from .request_guard import RequestGuard
@@ -31,13 +30,6 @@ async def _lifespan(fastapi_app):
         stop_background_runs()
 
 
-async def _user_errors_as_4xx(request, exc: HTTPException):
-    # The infer endpoint answers a request with neither image, file nor session with a bare 500.
-    if exc.status_code == 500 and str(exc.detail).startswith("Neither Image nor File"):
-        exc = HTTPException(422, "give an image id (?image=...), a session_id, or upload a file (file=@...)")
-    return await http_exception_handler(request, exc)
-
-
 monailabel_app.router.lifespan_context = _lifespan
-monailabel_app.add_exception_handler(HTTPException, _user_errors_as_4xx)
+replace_infer_route()
 app = RequestGuard(OffloadBlockingEndpoints(monailabel_app))

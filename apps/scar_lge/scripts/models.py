@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if not Path(args.model_dir).is_dir():
-        print(f"error: model folder {args.model_dir} does not exist (give the server's --conf model_dir)", file=sys.stderr)
+        print(
+            f"error: model folder {args.model_dir} does not exist (give the server's --conf model_dir)", file=sys.stderr
+        )
         return 2
     store = ModelStore(args.model_dir, shipped_model_path(str(APP_DIR)))
     if args.command == "list":

@@ -17,10 +17,9 @@ from datetime import timedelta
 from monailabel.interfaces.datastore import Datastore
 from timeloop import Timeloop
 
-from ..model import CheckpointError, read_checkpoint
 from ..model_store import ModelStore, ModelVersion
 from .score_cache import ScoreCache
-from .studies import Study, StudyPool, path_stamp
+from .studies import Study, StudyPool
 
 logger = logging.getLogger(__name__)
 
@@ -85,25 +84,14 @@ class BackgroundScoring:
         self.pool = pool
         self.cache_dir = cache_dir
         self._start, self._busy, self._clock = start, busy, clock
-        self._checked: tuple[str, object, str | None] | None = None  # (path, stamp, problem)
         self._last: tuple[tuple, float] | None = None  # (what was left to score, when started)
         self._lock = threading.Lock()
         self._loop: Timeloop | None = None
 
     def model_problem(self, model: ModelVersion) -> str | None:
-        """Why ``model`` cannot be used (missing, unreadable, other recipe), or None; checked once per file stamp."""
-        stamp = path_stamp(model.path)
-        with self._lock:
-            if self._checked and self._checked[:2] == (model.path, stamp):
-                return self._checked[2]
-        try:
-            read_checkpoint(model.path)
-            problem = None
-        except CheckpointError as e:
-            problem = str(e)
-        with self._lock:
-            self._checked = (model.path, stamp, problem)
-        return problem
+        """Why ``model`` cannot be used (missing, unreadable, other recipe), or None (see ModelStore.problem)."""
+        problem = self.store.problem(model)
+        return None if problem is None else str(problem)
 
     def check(
         self, datastore: Datastore, request: dict | None = None, *, studies: list[Study] | None = None

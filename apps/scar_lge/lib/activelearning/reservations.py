@@ -5,18 +5,15 @@ from __future__ import annotations
 import math
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 
-ANONYMOUS = "anonymous"
 
-
-def client_key(request: dict) -> str:
-    """The request's ``client_id``; a request without one is a client of its own, used once."""
+def client_key(request: dict) -> str | None:
+    """The request's ``client_id``, or None for a request without one (it reserves nothing)."""
     client = request.get("client_id")
     if isinstance(client, str) and client.strip():
         return client.strip()
-    return f"{ANONYMOUS}-{uuid.uuid4().hex}"
+    return None
 
 
 class Reservations:
@@ -24,6 +21,8 @@ class Reservations:
 
     A client holds at most one study: asking again moves its reservation to the study it is handed
     (which may be the same one). A reservation ends when it expires; the study is then free for anyone.
+    A request without a client id is handed a study no one holds but reserves nothing: otherwise any
+    number of anonymous calls could lock every study away from the annotators.
 
     Args:
         minutes: how long a handed-out study is held; 0 turns reservations off.
@@ -46,11 +45,12 @@ class Reservations:
                 if self._by_client.get(client) == study:
                     del self._by_client[client]
 
-    def claim(self, client: str, preference: Iterable[str]) -> tuple[str, float] | None:
+    def claim(self, client: str | None, preference: Iterable[str]) -> tuple[str, float | None] | None:
         """Reserve for ``client`` the first study in ``preference`` that no other client holds.
 
         Returns:
-            (study id, expiry time in epoch seconds), or None when every study is held by another client.
+            (study id, expiry time in epoch seconds, or None when nothing was reserved), or None when
+            every study is held by another client.
         """
         with self._lock:
             now = self._clock()
@@ -58,6 +58,8 @@ class Reservations:
             chosen = next((s for s in preference if self._by_study.get(s, (client,))[0] == client), None)
             if chosen is None:
                 return None
+            if client is None or self.minutes <= 0:
+                return chosen, None
             until = now + 60.0 * self.minutes
             if self.minutes > 0:
                 previous = self._by_client.pop(client, None)

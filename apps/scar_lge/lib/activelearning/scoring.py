@@ -9,7 +9,7 @@ import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
-from ..label_io import InputError
+from ..errors import InputError
 from ..model import CheckpointError
 from .score_cache import ScoreCache
 from .studies import StudyPool

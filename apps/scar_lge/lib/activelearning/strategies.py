@@ -55,7 +55,7 @@ class ReservingStrategy(Strategy):
             return None
         image_id, until = claimed
         reply = self.answer(image_id, fields)
-        if self.reservations.minutes > 0:
+        if until is not None:
             reply["reserved_until"] = int(until)
         if refused:
             reply["refused"] = refused

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from monailabel.interfaces.datastore import Datastore
 
-from ..label_io import InputError, read_geometry
+from ..errors import InputError
+from ..label_io import read_geometry
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from ..constants import LABELS, MODEL_NAME
 from ..infers.scar import ScarInfer
 from ..model import build_network
 from ..model_store import ModelStore
-from ..train_options import MAX_EPOCHS
+from ..train_options import EPOCHS_RANGE, LR_RANGE
 from ..trainers.scar import ScarTrainer
 
 logger = logging.getLogger(__name__)
@@ -29,8 +29,11 @@ _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
 def default_model_dir() -> str:
-    """Where published models go unless ``--conf model_dir`` says otherwise: the user's data folder
-    (``$XDG_DATA_HOME/scar_lge/models``, else ``~/.local/share/scar_lge/models``), never the source tree."""
+    """Where published models go unless ``--conf model_dir`` says otherwise, never the source tree:
+    ``$SCAR_LGE_HOME/models``, else ``$XDG_DATA_HOME/scar_lge/models``, else ``~/.local/share/scar_lge/models``
+    (the folders ``scripts/serve.sh`` uses)."""
+    if os.environ.get("SCAR_LGE_HOME"):
+        return os.path.join(os.environ["SCAR_LGE_HOME"], "models")
     data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(data_home, "scar_lge", "models")
 
@@ -76,11 +79,23 @@ def parse_settings(conf: dict[str, str], app_dir: str) -> ScarSettings:
             lambda v: bool(v) and os.path.realpath(v) != os.path.dirname(shipped_model_path(app_dir)),
             "a folder path other than the shipped model's folder",
         ),
-        # Train defaults: the ranges a train request is held to (lib/train_options.py), so a default never fails.
+        # Train defaults: held to the ranges of a train request (lib/train_options.py), so a default never fails.
         epochs=_flag(
-            conf, "epochs", int, ScarSettings.epochs, lambda v: 1 <= v <= MAX_EPOCHS, f"an integer 1-{MAX_EPOCHS}"
+            conf,
+            "epochs",
+            int,
+            ScarSettings.epochs,
+            lambda v: EPOCHS_RANGE[0] <= v <= EPOCHS_RANGE[1],
+            f"an integer {EPOCHS_RANGE[0]}-{EPOCHS_RANGE[1]}",
         ),
-        lr=_flag(conf, "lr", float, ScarSettings.lr, lambda v: 1e-8 <= v <= 1, "a number in [1e-8, 1]"),
+        lr=_flag(
+            conf,
+            "lr",
+            float,
+            ScarSettings.lr,
+            lambda v: LR_RANGE[0] <= v <= LR_RANGE[1],
+            f"a number in {list(LR_RANGE)}",
+        ),
         val_split=_flag(
             conf, "val_split", float, ScarSettings.val_split, lambda v: 0.05 <= v <= 0.5, "a number in [0.05, 0.5]"
         ),

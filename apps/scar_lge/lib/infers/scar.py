@@ -18,9 +18,10 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from ..caveats import assess, inversion_recovery
 from ..constants import IMAGE, LABELS, PRED
-from ..label_io import InputError, read_geometry, write_label_like
+from ..errors import InputError
+from ..label_io import read_geometry, write_label_like
 from ..metrics import scar_quantification
-from ..model import CHECKPOINT_KEY, SPEC, CheckpointError, ScarNet, build_network, load_checkpoint, read_checkpoint
+from ..model import CHECKPOINT_KEY, SPEC, CheckpointError, ScarNet, build_network, load_checkpoint
 from ..model_store import ModelStore
 from ..transforms.anatomy import AnatomicalCleanupd
 from ..transforms.pipelines import preprocess
@@ -56,7 +57,6 @@ class ScarInfer(BasicInferTask):
         self._preprocess = preprocess([IMAGE])
         # device -> ((checkpoint path, mtime), network, version, provenance); see _get_network.
         self._loaded: dict[str, tuple] = {}
-        self._checked: tuple[tuple[str, float], str | None] | None = None
         self._lock = threading.Lock()
 
     def get_path(self, validate: bool = True) -> str | None:
@@ -70,28 +70,11 @@ class ScarInfer(BasicInferTask):
         # shows why it cannot segment instead of silently dropping the model.
         return True
 
-    def model_problem(self) -> str | None:
-        """Why the current checkpoint cannot be used (missing, unreadable, recipe mismatch), or None.
-
-        The answer is kept while the checkpoint file is unchanged, so a request pays for it once.
-        """
-        current = self.store.current()
-        stamp = (current.path, os.path.getmtime(current.path) if os.path.exists(current.path) else -1.0)
-        if self._checked is None or self._checked[0] != stamp:
-            try:
-                read_checkpoint(current.path)
-                problem = None
-            except CheckpointError as e:
-                problem = str(e)
-            self._checked = (stamp, problem)
-        return self._checked[1]
-
     def require_model(self) -> None:
         """Raise :class:`CheckpointError` when there is no usable model: no answer from random weights."""
-        current = self.store.current()
-        problem = self.model_problem()
-        if problem:
-            raise CheckpointError(current.path, problem.split(": ", 1)[-1])
+        problem = self.store.problem(self.store.current())
+        if problem is not None:
+            raise problem
 
     def info(self) -> dict[str, Any]:
         info = super().info()
@@ -100,11 +83,11 @@ class ScarInfer(BasicInferTask):
         info["label_values"] = dict(LABELS)
         info["spacing_mm"] = SPEC.spacing_mm
         current = self.store.current()
-        problem = self.model_problem()
+        problem = self.store.problem(current)
         info["model_version"] = current.version
         info["ready"] = problem is None
-        if problem:
-            info["not_ready_reason"] = problem
+        if problem is not None:
+            info["not_ready_reason"] = str(problem)
         return info
 
     def __call__(self, request, callbacks=None):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from typing import Any
 
@@ -15,18 +14,14 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.async_tasks.utils import processes
 
 from ..engine import load_study, train, validate
-from ..label_io import InputError
-from ..lifecycle import ParentWatch, in_background_run
+from ..errors import InputError
+from ..lifecycle import ParentWatch, in_background_run, progress, show_progress_plainly
 from ..model import CheckpointError, build_network, default_device, load_checkpoint
-from ..model_store import ModelStore, write_json_atomic
+from ..model_store import ModelStore, now_iso, write_json_atomic
 from ..publish_gate import decide, score_model, split_validation
 from ..train_options import TrainOptions, parse_train_options
 
 logger = logging.getLogger(__name__)
-
-# Progress lines for GET /train/ (MONAI Label shows the run's last stdout lines there): plain text,
-# one line per event, apart from the library logging of the same process.
-progress = logging.getLogger("scar_lge.progress")
 
 
 class RunCancelled(RuntimeError):
@@ -57,14 +52,15 @@ class ScarTrainer(TrainTask):
         super().__init__(description)
         self.store = store
         self.stats_path = os.path.join(store.model_dir, "train_stats.json")
-        self.defaults = {"max_epochs": epochs, "lr": lr, "val_split": val_split, "batch_size": batch_size}
+        self.val_split = val_split  # the server's: a study's role never changes between runs
+        self.defaults = {"max_epochs": epochs, "lr": lr, "batch_size": batch_size}
 
     def config(self) -> dict[str, Any]:
         return {**self.defaults, "publish": "auto"}
 
-    def options(self, request: dict[str, Any]) -> TrainOptions:
+    def options(self, request: dict[str, Any], *, from_client: bool = False) -> TrainOptions:
         """The request's options, checked (InputError names the option, value and what is allowed)."""
-        return parse_train_options(request, self.defaults)
+        return parse_train_options(request, self.defaults, from_client=from_client)
 
     def stats(self) -> dict[str, Any]:
         if not os.path.exists(self.stats_path):
@@ -96,7 +92,7 @@ class ScarTrainer(TrainTask):
         }
         if not labelled:
             raise InputError("no study has a final label yet: save a corrected label before training")
-        train_ids, val_ids = split_validation(list(labelled), opts.val_split)
+        train_ids, val_ids = split_validation(list(labelled), self.val_split)
         if not train_ids:
             raise InputError(
                 f"all {len(val_ids)} labelled studies are validation studies, which are never trained on; "
@@ -106,12 +102,12 @@ class ScarTrainer(TrainTask):
         current = self.store.current()
         network = build_network()
         try:
-            base_provenance = load_checkpoint(network, current.path)
+            load_checkpoint(network, current.path)
             base = current.version
         except CheckpointError as e:
             if os.path.exists(current.path):
                 raise  # a model exists but is unusable: never silently start over
-            base, base_provenance = None, {}
+            base = None
             progress.info("no current model (%s): training from scratch", e.reason)
         network.to(device)
 
@@ -125,15 +121,15 @@ class ScarTrainer(TrainTask):
             "options": opts.to_json(),
             "train_images": train_ids,
             "validation_images": val_ids,
-            "validation_rule": f"a study validates when a hash of its id falls below {opts.val_split}; "
+            "validation_rule": f"a study validates when a hash of its id falls below {self.val_split}; "
             "validation studies are never trained on",
             "device": device,
             "history": [],
-            "started": _now(),
+            "started": now_iso(),
         }
         self._write_stats(stats)
         try:
-            self._fine_tune(network, base, base_provenance, labelled, train_ids, val_ids, opts, device, stats, watch)
+            self._fine_tune(network, base, labelled, train_ids, val_ids, opts, device, stats, watch)
         except BaseException as e:
             stats.update(status="failed", error=f"{type(e).__name__}: {e}", total_time=round(time.time() - start, 2))
             self._write_stats(stats)
@@ -143,7 +139,7 @@ class ScarTrainer(TrainTask):
         progress.info("%s", stats["reason"])
         return stats
 
-    def _fine_tune(self, network, base, base_provenance, labelled, train_ids, val_ids, opts, device, stats, watch):
+    def _fine_tune(self, network, base, labelled, train_ids, val_ids, opts, device, stats, watch):
         """Load, score the current model, train, score the candidate, and publish through the gate; fills ``stats``."""
         studies = {i: load_study(*labelled[i], name=i) for i in train_ids + val_ids}
         val = [studies[i] for i in val_ids]
@@ -195,18 +191,18 @@ class ScarTrainer(TrainTask):
             status="finished",
             **decision.to_json(),
             validation_per_study=[{k: v for k, v in c.items() if k != "overlap"} for c in candidate_cases],
-            finished=_now(),
+            finished=now_iso(),
         )
         if decision.publish:
             provenance = {
                 "base_version": base,
-                "created": _now(),
+                "created": now_iso(),
                 "train_images": train_ids,
                 "validation_images": val_ids,
                 "scores": decision.to_json(),
                 "loss": "DiceKLLoss: soft Dice + KL to a smoothed target (lib/losses.py)",
                 "options": opts.to_json(),
-                "mvo_validation": _mvo_validation(candidate_cases, base_provenance),
+                "mvo_validation": _mvo_validation(candidate_cases),
             }
             stats["best_metric"] = decision.candidate.score
             stats["version"] = self.store.publish(network, provenance, stats).version
@@ -215,28 +211,9 @@ class ScarTrainer(TrainTask):
             stats["best_metric"] = decision.current.score if decision.current else decision.candidate.score
 
 
-def _mvo_validation(cases: list[dict], base: dict) -> dict:
-    """MVO evidence of the new version: its own validation set's, or the base model's when that had more."""
+def _mvo_validation(cases: list[dict]) -> dict:
+    """MVO evidence of a new version: its own validation set's alone. The gate does not score MVO, so a
+    base model's MVO validation says nothing about the fine-tuned one."""
     studies = sum(1 for c in cases if c["truth_has_mvo"])
     pooled = score_model(cases).pooled_dice["mvo"] if cases else None
-    inherited = base.get("mvo_validation") or {}
-    if studies < inherited.get("studies_with_mvo", 0):
-        return {**inherited, "note": "inherited from the base model: this run's validation set has fewer MVO studies"}
     return {"pooled_dice": pooled or 0.0, "studies_with_mvo": studies, "source": "fine-tuning validation set"}
-
-
-def show_progress_plainly() -> None:
-    """Progress lines go to stdout bare; library chatter below warnings is dropped (this runs in the train process)."""
-    if not progress.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        progress.addHandler(handler)
-        progress.setLevel(logging.INFO)
-        progress.propagate = False
-    for name in ("monai", "monailabel", "ignite", "lib", "py.warnings"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    logging.captureWarnings(True)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
