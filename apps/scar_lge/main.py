@@ -15,7 +15,7 @@ from lib.datastore import ScarDatastore
 from lib.errors import InputError, as_http
 from lib.lifecycle import ParentWatch, in_background_run, show_progress_plainly
 from lib.model import CheckpointError
-from lib.names import is_name, is_upload
+from lib.names import discard_upload, is_name, is_upload
 from lib.publish_gate import is_validation_study
 from lib.sessions import ScarSessions
 
@@ -121,13 +121,18 @@ class ScarLGEApp(MONAILabelApp):
                 status_code=422, detail=f"a prediction is saved as an 'original' label only, not {tag!r}"
             )
         # A resolved path: MONAI Label then neither looks the id up in its working folder nor saves.
-        request = {**request, "image": self._image_path(image), "save_label": False}
         try:
+            request = {**request, "image": self._image_path(image), "save_label": False}
             result = super().infer(request, datastore)
         except CheckpointError as e:
+            discard_upload(image)
             raise _no_model(e) from e
         except InputError as e:
+            discard_upload(image)
             raise as_http(e, "cannot segment this image") from e
+        except BaseException:
+            discard_upload(image)
+            raise
         if save and is_name(image) and result.get("file"):
             store = datastore or self.datastore()
             result["label"] = store.save_label(image, result["file"], tag, {"model": request["model"]})

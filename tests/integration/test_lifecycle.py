@@ -34,11 +34,11 @@ def test_stopping_the_server_alone_stops_its_training_run(tmp_path, sent):
         deadline = time.time() + 180
         while time.time() < deadline:
             stats = requests.get(f"{server.url}/info/", timeout=10).json()["train_stats"].get("scar", {})
-            if stats.get("status") == "running" and stats.get("epoch", 0) >= 1:
+            if stats.get("status") == "running":  # the run has its studies and is loading or training
                 break
             time.sleep(1)
         else:
-            pytest.fail("the training run never reached its first epoch")
+            pytest.fail("the training run never started")
         runs = _background_runs(server.process.pid)
         assert any("-m train" in " ".join(p.cmdline()) for p in runs)
 

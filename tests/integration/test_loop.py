@@ -136,8 +136,11 @@ def test_a_worse_run_never_replaces_the_current_model(loop_server, tmp_path):
     # Started as the Slicer plugin starts it: MONAILabelClient with a client id (sent with the options).
     slicer = MONAILabelClient(server.url, tmpdir=str(tmp_path), client_id="slicer-1")
     started = slicer.train_start("scar", {"max_epochs": 1, "lr": 1.0})  # a learning rate that wrecks the network
-    task = server.wait_for_training(started["id"])
+    progress: list[dict] = []
+    task = server.wait_for_training(started["id"], progress)
     assert task["status"] == "DONE", task
+    # The last run's stats (finished, with a total_time) never show while this one runs.
+    assert progress and all(p["status"] in ("starting", "running") and p["total_time"] is None for p in progress)
     stats = _stats(server)
     assert stats["published"] is False and stats["candidate"]["score"] < stats["current"]["score"], stats["reason"]
     assert server.current_model() == current

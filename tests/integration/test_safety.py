@@ -137,6 +137,27 @@ def test_uploads_and_upload_sessions_are_the_server_paths_infer_accepts(safe_ser
     assert r.status_code == 200 and r.json()["lv_myocardial_mass_g"] > 20, r.text
 
 
+def test_refused_uploads_do_not_stay_in_the_temp_folder(safe_server, tmp_path):
+    """MONAI Label deletes an upload only after a successful answer; a refused study must not linger."""
+    import tempfile
+
+    def uploads() -> set:
+        return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("tmp") and p.endswith(".nii.gz")}
+
+    before = uploads()
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((64, 64), np.int16), np.eye(4)), str(flat))
+    for method, path, field, query in [
+        ("POST", "/infer/scar", "file", {}),
+        ("PUT", "/datastore/image", "file", {"image": "flat_study"}),
+        ("PUT", "/datastore/label", "label", {"image": "lge_000", "tag": "final"}),
+    ]:
+        with open(flat, "rb") as f:
+            r = requests.request(method, f"{safe_server.url}{path}", params=query, files={field: ("x.nii.gz", f)})
+        assert r.status_code == 422, r.text
+    assert uploads() - before == set()
+
+
 def test_a_study_linked_from_outside_the_studies_folder_is_not_listed(safe_server):
     listed = requests.get(f"{safe_server.url}/datastore/", params={"output": "all"}, timeout=10).json()["objects"]
     assert "lge_000" in listed and "escape" not in listed and "newstudy" not in listed

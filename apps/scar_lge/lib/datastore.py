@@ -12,7 +12,7 @@ from monailabel.datastore.local import LocalDatastore
 
 from .errors import InputError, as_http
 from .label_io import check_label, read_geometry, write_label_like
-from .names import check_name, is_name, resolve_inside
+from .names import check_name, discard_upload, is_name, resolve_inside
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ class ScarDatastore(LocalDatastore):
     writes or deletes anything elsewhere. Files in the studies folder whose names are not safe ids
     are not listed. A label must lie on its image's grid and hold EMIDEC values 0-4; an image must be
     a readable 3D stack and must not replace an existing study. What fails is answered with HTTP 4xx
-    and a reason, and nothing is written, so a bad save never replaces a good label. A label is
+    and a reason, and nothing is written, so a bad save never replaces a good label; the refused
+    upload is deleted at once (MONAI Label removes uploads only after a successful answer). A label is
     stored re-written on the image's own header, so stored file and study overlay exactly.
     """
 
@@ -108,6 +109,13 @@ class ScarDatastore(LocalDatastore):
     # ---- changes
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        try:
+            return self._save_label(image_id, label_filename, label_tag, label_info)
+        except BaseException:
+            discard_upload(label_filename)
+            raise
+
+    def _save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
         self._name("label tag", label_tag)
         image_path = self.get_image_uri(image_id)
         if not image_path:
@@ -128,6 +136,13 @@ class ScarDatastore(LocalDatastore):
         return super().remove_label(label_id, label_tag)
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        try:
+            return self._add_image(image_id, image_filename, image_info)
+        except BaseException:
+            discard_upload(image_filename)
+            raise
+
+    def _add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         suffix = next((s for s in UPLOAD_SUFFIXES if image_filename.endswith(s)), None)
         if suffix is None:
             raise HTTPException(

@@ -67,3 +67,10 @@ def is_upload(path: str, session_store: str | None = None) -> bool:
         store = os.path.realpath(session_store)
         return real != store and os.path.commonpath([store, real]) == store
     return False
+
+
+def discard_upload(path: str) -> None:
+    """Delete the temp file the server saved a refused upload to (MONAI Label removes uploads only after a
+    successful answer, so a refused study would otherwise stay in the temp folder). Anything else is kept."""
+    if isinstance(path, str) and is_upload(path) and os.path.isfile(path):
+        os.remove(path)

@@ -4,7 +4,8 @@
     .venv/bin/python apps/scar_lge/scripts/models.py rollback            # to the version before the current
     .venv/bin/python apps/scar_lge/scripts/models.py rollback --to v2    # or 'default', the shipped model
 
-``--model-dir`` is the server's ``--conf model_dir`` (default: ``$XDG_DATA_HOME/scar_lge/models`` or
+``--model-dir`` is the server's ``--conf model_dir`` (default: ``$MODEL_DIR``, else the folder
+``scripts/serve.sh`` uses: ``$SCAR_LGE_HOME/models``, ``$XDG_DATA_HOME/scar_lge/models`` or
 ``~/.local/share/scar_lge/models``). A running server uses the rolled-back model from its next request.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +27,11 @@ from lib.model_store import ModelStore  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model-dir", default=default_model_dir(), help="the server's --conf model_dir")
+    parser.add_argument(
+        "--model-dir",
+        default=os.environ.get("MODEL_DIR") or default_model_dir(),
+        help="the server's --conf model_dir (default: $MODEL_DIR, else the folder scripts/serve.sh uses)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="versions, the current one and the history of changes")
     rollback = commands.add_parser("rollback", help="make an earlier version current")

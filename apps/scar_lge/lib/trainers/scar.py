@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
-from monailabel.utils.async_tasks.utils import processes
+from monailabel.utils.async_tasks.utils import processes, tasks
 
 from ..engine import load_study, train, validate
 from ..errors import InputError
@@ -70,9 +70,24 @@ class ScarTrainer(TrainTask):
                 stats = json.load(f)
         except ValueError:  # written atomically; a parse error means a foreign file
             return {"error": f"unreadable {self.stats_path}"}
-        if stats.get("status") == "running" and not in_background_run() and not processes("train"):
+        if in_background_run():
+            return stats
+        running = processes("train")
+        if stats.get("status") == "running" and not running:
             # The run's process is gone (server restarted, run killed): it will never finish.
             stats = {**stats, "status": "interrupted", "total_time": stats.get("total_time") or 0.0}
+        elif running and stats.get("status") != "running":
+            # A new run's process is starting and has not written its stats yet: the file is the last
+            # run's, whose total_time would tell a client (Slicer) that this one is already over.
+            request = next((t["request"] for t in tasks("train") if t["id"] in running), {})
+            stats = {
+                "status": "starting",
+                "epoch": 0,
+                "total_epochs": request.get("max_epochs", self.defaults["max_epochs"]),
+                "best_metric": 0.0,
+                "total_time": None,
+                "previous_run": {k: stats.get(k) for k in ("status", "version", "reason", "finished")},
+            }
         return stats
 
     def _write_stats(self, stats: dict[str, Any]) -> None:
@@ -137,7 +152,9 @@ class ScarTrainer(TrainTask):
         stats["total_time"] = round(time.time() - start, 2)
         self._write_stats(stats)
         progress.info("%s", stats["reason"])
-        return stats
+        # MONAI Label prints the result as the run's last output line (GET /train/): the outcome only;
+        # the whole record is train_stats.
+        return {k: stats.get(k) for k in ("status", "published", "version", "reason", "total_time")}
 
     def _fine_tune(self, network, base, labelled, train_ids, val_ids, opts, device, stats, watch):
         """Load, score the current model, train, score the candidate, and publish through the gate; fills ``stats``."""
