@@ -68,6 +68,17 @@ def _flag(conf: dict[str, str], name: str, cast, default, check, allowed: str):
     return value
 
 
+def _ranged(conf: dict[str, str], name: str, cast, default, bounds: tuple[float, float]):
+    low, high = (f"{b:g}" for b in bounds)
+    allowed = f"an integer {low}-{high}" if cast is int else f"a number in [{low}, {high}]"
+    return _flag(conf, name, cast, default, lambda v: bounds[0] <= v <= bounds[1], allowed)
+
+
+# Share of studies held out for validation: enough to judge (publish_gate.MIN_VALIDATION_STUDIES),
+# not so many that little is left to train on.
+VAL_SPLIT_RANGE = (0.05, 0.5)
+
+
 def parse_settings(conf: dict[str, str], app_dir: str) -> ScarSettings:
     """Cast and check every flag once; a bad value raises ValueError naming flag, value and choices."""
     return ScarSettings(
@@ -80,25 +91,9 @@ def parse_settings(conf: dict[str, str], app_dir: str) -> ScarSettings:
             "a folder path other than the shipped model's folder",
         ),
         # Train defaults: held to the ranges of a train request (lib/train_options.py), so a default never fails.
-        epochs=_flag(
-            conf,
-            "epochs",
-            int,
-            ScarSettings.epochs,
-            lambda v: EPOCHS_RANGE[0] <= v <= EPOCHS_RANGE[1],
-            f"an integer {EPOCHS_RANGE[0]}-{EPOCHS_RANGE[1]}",
-        ),
-        lr=_flag(
-            conf,
-            "lr",
-            float,
-            ScarSettings.lr,
-            lambda v: LR_RANGE[0] <= v <= LR_RANGE[1],
-            f"a number in {list(LR_RANGE)}",
-        ),
-        val_split=_flag(
-            conf, "val_split", float, ScarSettings.val_split, lambda v: 0.05 <= v <= 0.5, "a number in [0.05, 0.5]"
-        ),
+        epochs=_ranged(conf, "epochs", int, ScarSettings.epochs, EPOCHS_RANGE),
+        lr=_ranged(conf, "lr", float, ScarSettings.lr, LR_RANGE),
+        val_split=_ranged(conf, "val_split", float, ScarSettings.val_split, VAL_SPLIT_RANGE),
         mc_samples=_flag(conf, "mc_samples", int, ScarSettings.mc_samples, lambda v: v >= 2, "an integer >= 2"),
         reserve_minutes=_flag(
             conf,
