@@ -21,7 +21,7 @@ from monai.utils import set_determinism
 
 from .constants import HEART, IMAGE, LABEL, MVO, NUM_CLASSES, TOTAL_SCAR
 from .losses import DiceKLLoss
-from .metrics import structure_dice, structure_overlap, voxel_volume_ml
+from .metrics import overlap_dice, structure_overlap, voxel_volume_ml
 from .model import SPEC, ScarNet, crop_at, normalise_intensity
 from .transforms.anatomy import AnatomicalCleanup
 from .transforms.pipelines import augment_slices, preprocess
@@ -129,11 +129,12 @@ def validate(network: ScarNet, studies: Sequence[Study], device: torch.device | 
     for study in studies:
         pred = predict_label(network, study.image, device)[0].numpy()
         truth = study.label[0].numpy()
+        overlap = structure_overlap(pred, truth)  # pooled Dice sums these over the set
         results.append(
             {
                 "name": study.name,
-                **structure_dice(pred, truth),
-                "overlap": structure_overlap(pred, truth),
+                **overlap_dice(overlap),
+                "overlap": overlap,
                 "predicted_scar_ml": float(np.isin(pred, TOTAL_SCAR).sum() * study.voxel_ml),
                 "truth_has_scar": bool(np.isin(truth, TOTAL_SCAR).any()),
                 "truth_has_mvo": bool((truth == MVO).any()),

@@ -75,23 +75,28 @@ def scar_quantification(label: np.ndarray, spacing_mm: Sequence[float]) -> dict:
     }
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    r"""Dice overlap of two binary masks.
+def dice_from_counts(intersection: int, predicted: int, reference: int) -> float | None:
+    r"""Dice from voxel counts, the one place its formula is written.
 
     .. math:: D = \frac{2 |P \cap T|}{|P| + |T|}
+
+    with :math:`|P \cap T|` = ``intersection``, :math:`|P|` = ``predicted``, :math:`|T|` = ``reference``.
+    ``None`` when both are empty: there is nothing to overlap.
+    """
+    total = predicted + reference
+    return None if total == 0 else 2.0 * intersection / total
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice overlap of two binary masks (:func:`dice_from_counts`).
 
     Both empty gives 1 (a scar-free study predicted scar-free is right); one empty gives 0.
     Written out because a structure here is a union of label values on a plain array, where
     MONAI's DiceMetric wants batched one-hot tensors per class.
     """
     p, t = np.asarray(pred, bool), np.asarray(truth, bool)
-    denominator = p.sum() + t.sum()
-    return 1.0 if denominator == 0 else float(2.0 * np.logical_and(p, t).sum() / denominator)
-
-
-def structure_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Dice of each clinical structure in :data:`STRUCTURES` between two label volumes."""
-    return {name: dice(np.isin(pred, values), np.isin(truth, values)) for name, values in STRUCTURES.items()}
+    value = dice_from_counts(int(np.logical_and(p, t).sum()), int(p.sum()), int(t.sum()))
+    return 1.0 if value is None else value
 
 
 def structure_overlap(pred: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, int]]:
@@ -107,6 +112,16 @@ def structure_overlap(pred: np.ndarray, truth: np.ndarray) -> dict[str, dict[str
     return out
 
 
+def overlap_dice(overlap: dict[str, dict[str, int]]) -> dict[str, float]:
+    """Dice of each structure from :func:`structure_overlap`'s counts (both empty gives 1, as in :func:`dice`)."""
+    return {name: 1.0 if (value := dice_from_counts(**counts)) is None else value for name, counts in overlap.items()}
+
+
+def structure_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Dice of each clinical structure in :data:`STRUCTURES` between two label volumes (both empty gives 1)."""
+    return overlap_dice(structure_overlap(pred, truth))
+
+
 def pooled_dice(per_case: list[dict]) -> dict[str, float | None]:
     r"""Dice per structure pooled over a set of studies (nnU-Net's global Dice per class).
 
@@ -120,12 +135,15 @@ def pooled_dice(per_case: list[dict]) -> dict[str, float | None]:
     Args:
         per_case: dicts with an ``"overlap"`` entry as made by :func:`structure_overlap`.
     """
-    out: dict[str, float | None] = {}
-    for name in STRUCTURES:
-        inter = sum(c["overlap"][name]["intersection"] for c in per_case)
-        total = sum(c["overlap"][name]["predicted"] + c["overlap"][name]["reference"] for c in per_case)
-        out[name] = None if total == 0 else 2.0 * inter / total
-    return out
+    return {
+        name: dice_from_counts(
+            **{
+                key: sum(c["overlap"][name][key] for c in per_case)
+                for key in ("intersection", "predicted", "reference")
+            }
+        )
+        for name in STRUCTURES
+    }
 
 
 def summarise_cases(per_case: list[dict]) -> dict:

@@ -25,10 +25,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .constants import MODEL_NAME
-from .model import CheckpointError, read_checkpoint, save_checkpoint
+from .model import CheckpointError, build_network, load_checkpoint, read_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,15 @@ class ModelVersion:
 
     version: str
     path: str
+
+
+def file_stamp(path: str) -> tuple:
+    """(path, mtime in ns, size) of a checkpoint file, (path, None, None) when it is missing: changes on any rewrite."""
+    try:
+        stat = os.stat(path)
+        return path, stat.st_mtime_ns, stat.st_size
+    except OSError:
+        return path, None, None
 
 
 def write_json_atomic(path: str, data: dict) -> None:
@@ -102,11 +112,7 @@ class ModelStore:
 
         Kept while the file is unchanged (path, mtime, size), so each request does not re-read 7 MB.
         """
-        try:
-            stat = os.stat(version.path)
-            stamp = (version.path, stat.st_mtime_ns, stat.st_size)
-        except OSError:
-            stamp = (version.path, None, None)
+        stamp = file_stamp(version.path)
         with self._lock:
             if self._checked is not None and self._checked[0] == stamp:
                 return self._checked[1]
@@ -197,6 +203,40 @@ class ModelStore:
             "versions": [DEFAULT_VERSION, *self.versions()],
             "history": pointer.get("history", [])[-20:],
         }
+
+
+class CurrentNetwork:
+    """The current version's network on one device, loaded once per checkpoint file, for infer and scoring.
+
+    Loading checks the recipe (:func:`lib.model.load_checkpoint`) and never falls back to random
+    weights. A publish or rollback is picked up by the next :meth:`get`, without a restart.
+
+    Args:
+        store: the model versions.
+        device: where the network lives.
+    """
+
+    def __init__(self, store: ModelStore, device: str | torch.device):
+        self.store = store
+        self.device = torch.device(device)
+        self._loaded: tuple[tuple, ModelVersion, nn.Module, dict] | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> tuple[ModelVersion, nn.Module, dict]:
+        """(version, network in eval mode, provenance) of the current model.
+
+        Raises:
+            CheckpointError: the current checkpoint is missing, unreadable or made for other labels,
+                grid or architecture.
+        """
+        version = self.store.current()
+        stamp = file_stamp(version.path)
+        with self._lock:
+            if self._loaded is None or self._loaded[0] != stamp:
+                network = build_network()
+                provenance = load_checkpoint(network, version.path)
+                self._loaded = (stamp, version, network.to(self.device).eval(), provenance)
+            return self._loaded[1], self._loaded[2], self._loaded[3]
 
 
 def now_iso() -> str:

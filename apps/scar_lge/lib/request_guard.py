@@ -113,10 +113,7 @@ class RequestGuard:
                 # MONAI Label's deprecated train-everything route merges the whole body into each request.
                 raise Refused(404, "start training with POST /train/scar and a JSON object of options")
             if method == "POST" and path.startswith("/infer/"):
-                params = dict(parse_qsl(query))
-                content_type = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
-                if not params.get("image") and not params.get("session_id") and "multipart" not in content_type:
-                    raise Refused(422, "give an image id (?image=...), a session_id, or upload a file (file=@...)")
+                # Before the upload is read and stored; the infer task refuses the same way behind it.
                 _app().require_model(path.strip("/").split("/")[1])
             if method == "POST" and path.startswith("/scoring"):
                 app = _app()

@@ -43,9 +43,14 @@ class TrainOptions:
         return asdict(self)
 
 
-def _number(name: str, value: Any, kind: type, bounds: tuple[float, float]):
+def describe_range(kind: type, bounds: tuple[float, float]) -> str:
+    """What a range allows, in words: "a whole number 1-500", "a number in [1e-08, 1]"."""
     low, high = (f"{b:g}" for b in bounds)
-    allowed = f"a whole number {low}-{high}" if kind is int else f"a number in [{low}, {high}]"
+    return f"a whole number {low}-{high}" if kind is int else f"a number in [{low}, {high}]"
+
+
+def _number(name: str, value: Any, kind: type, bounds: tuple[float, float]):
+    allowed = describe_range(kind, bounds)
     # bool is an int in Python; "true" epochs is a typo, not a number.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(f"train option {name}={value!r} is not a number; allowed: {allowed}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 
 import torch
 from monai.transforms import Compose
@@ -12,10 +11,9 @@ from scipy import ndimage
 from torch import nn
 
 from ..constants import IMAGE, LV_WALL, NUM_CLASSES
-from ..model import build_network, default_device, enable_mc_dropout, load_checkpoint
-from ..model_store import ModelStore, ModelVersion
+from ..model import default_device, enable_mc_dropout
+from ..model_store import CurrentNetwork, ModelStore, ModelVersion
 from ..transforms.pipelines import preprocess
-from .studies import path_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +54,7 @@ class MyocardialUncertainty:
         self.store = store
         self.samples = samples
         self.device = device or default_device()
-        self._loaded: tuple[str, object, nn.Module] | None = None  # (path, file stamp, network)
-        self._lock = threading.Lock()
+        self._current = CurrentNetwork(store, self.device)
         self._preprocess = Compose(preprocess([IMAGE]))
 
     def model(self) -> tuple[ModelVersion, nn.Module]:
@@ -67,14 +64,8 @@ class MyocardialUncertainty:
             CheckpointError: the current checkpoint is missing, unreadable or made for other labels,
                 grid or architecture; never falls back to random weights.
         """
-        version = self.store.current()
-        stamp = path_stamp(version.path)
-        with self._lock:
-            if self._loaded is None or self._loaded[:2] != (version.path, stamp):
-                network = build_network()
-                load_checkpoint(network, version.path)
-                self._loaded = (version.path, stamp, network.to(self.device))
-            return version, self._loaded[2]
+        version, network, _ = self._current.get()
+        return version, network
 
     def score(self, network: nn.Module, image_path: str) -> float:
         """Mean mutual information (nats) over the predicted LV wall, dilated 2 voxels to take its borders in.

@@ -20,7 +20,7 @@ from ..constants import LABELS, MODEL_NAME
 from ..infers.scar import ScarInfer
 from ..model import build_network
 from ..model_store import ModelStore
-from ..train_options import EPOCHS_RANGE, LR_RANGE
+from ..train_options import EPOCHS_RANGE, LR_RANGE, describe_range
 from ..trainers.scar import ScarTrainer
 
 logger = logging.getLogger(__name__)
@@ -69,9 +69,7 @@ def _flag(conf: dict[str, str], name: str, cast, default, check, allowed: str):
 
 
 def _ranged(conf: dict[str, str], name: str, cast, default, bounds: tuple[float, float]):
-    low, high = (f"{b:g}" for b in bounds)
-    allowed = f"an integer {low}-{high}" if cast is int else f"a number in [{low}, {high}]"
-    return _flag(conf, name, cast, default, lambda v: bounds[0] <= v <= bounds[1], allowed)
+    return _flag(conf, name, cast, default, lambda v: bounds[0] <= v <= bounds[1], describe_range(cast, bounds))
 
 
 # Share of studies held out for validation: enough to judge (publish_gate.MIN_VALIDATION_STUDIES),

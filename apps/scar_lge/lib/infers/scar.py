@@ -21,8 +21,8 @@ from ..constants import IMAGE, LABELS, PRED
 from ..errors import InputError
 from ..label_io import read_geometry, write_label_like
 from ..metrics import scar_quantification
-from ..model import CHECKPOINT_KEY, SPEC, CheckpointError, ScarNet, build_network, load_checkpoint
-from ..model_store import ModelStore
+from ..model import CHECKPOINT_KEY, SPEC, ScarNet
+from ..model_store import CurrentNetwork, ModelStore
 from ..transforms.anatomy import AnatomicalCleanupd
 from ..transforms.pipelines import preprocess
 
@@ -55,8 +55,7 @@ class ScarInfer(BasicInferTask):
         self.store = store
         # Built once: Invertd must see the very transform objects that preprocessed the image.
         self._preprocess = preprocess([IMAGE])
-        # device -> ((checkpoint path, mtime), network, version, provenance); see _get_network.
-        self._loaded: dict[str, tuple] = {}
+        self._current: dict[str, CurrentNetwork] = {}  # per device; see _get_network
         self._lock = threading.Lock()
 
     def get_path(self, validate: bool = True) -> str | None:
@@ -92,39 +91,27 @@ class ScarInfer(BasicInferTask):
 
     def __call__(self, request, callbacks=None):
         self.require_model()
-        extension = request.get("result_extension", ".nii.gz")
-        if extension not in RESULT_EXTENSIONS:
-            raise InputError(f"result_extension {extension!r} is not allowed; use one of {list(RESULT_EXTENSIONS)}")
         # Refuse a 2D, 4D, colour or unreadable image with a reason before the pipeline trips on it.
         if isinstance(request.get("image"), str):
             read_geometry(request["image"])
         return super().__call__(request, callbacks)
 
     def _get_network(self, device, data):
-        """The current version's network on ``device``, loaded once per checkpoint file.
+        """The current version's network on ``device`` (:class:`lib.model_store.CurrentNetwork`).
 
         Replaces BasicInferTask's loader, which serves the bare network (random weights) when the file
         is missing and loads weights without checking what they were trained for. The version used is
         written into ``data`` so the answer names the checkpoint that made it, even if a newer one is
         published while this request runs.
         """
-        current = self.store.current()
-        if not os.path.exists(current.path):
-            raise CheckpointError(current.path, "no such file")
-        key = (current.path, os.path.getmtime(current.path))
         with self._lock:
-            cached = self._loaded.get(str(device))
-            if cached is None or cached[0] != key:
-                network = build_network()
-                provenance = load_checkpoint(network, current.path)
-                network.to(torch.device(device)).eval()
-                cached = (key, network, current.version, provenance)
-                self._loaded[str(device)] = cached
+            current = self._current.setdefault(str(device), CurrentNetwork(self.store, device))
+        version, network, provenance = current.get()
         if data is not None:
-            data["model_version"] = cached[2]
-            data["model_provenance"] = cached[3]
-            data["model_network"] = cached[1]
-        return cached[1]
+            data["model_version"] = version.version
+            data["model_provenance"] = provenance
+            data["model_network"] = network
+        return network
 
     def pre_transforms(self, data=None):
         return self._preprocess
@@ -139,8 +126,8 @@ class ScarInfer(BasicInferTask):
         data[PRED] = MetaTensor(
             data[PRED].float().cpu(), meta=image.meta, applied_operations=list(image.applied_operations)
         )
-        # Asked again rather than kept on the network, so concurrent requests cannot mix answers; the
-        # localiser is small and deterministic, so this is the centre the forward pass used.
+        # Asked of the very network that segmented (kept in data, not on the shared task, so concurrent
+        # requests cannot mix answers); the localiser is deterministic, so this is the centre it used.
         center, found = data["model_network"].locate(image.as_tensor().to(device))
         data["localisation"] = {"center_vox": list(center), "heart_found": found}
         return data

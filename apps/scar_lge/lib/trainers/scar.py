@@ -15,7 +15,7 @@ from monailabel.utils.async_tasks.utils import processes, tasks
 
 from ..engine import load_study, train, validate
 from ..errors import InputError
-from ..lifecycle import ParentWatch, in_background_run, progress, show_progress_plainly
+from ..lifecycle import ParentWatch, in_background_run, progress
 from ..model import CheckpointError, build_network, default_device, load_checkpoint
 from ..model_store import ModelStore, now_iso, write_json_atomic
 from ..publish_gate import decide, score_model, split_validation
@@ -94,7 +94,6 @@ class ScarTrainer(TrainTask):
         write_json_atomic(self.stats_path, stats)
 
     def __call__(self, request: dict, datastore: Datastore) -> dict[str, Any]:
-        show_progress_plainly()
         start = time.time()
         watch = ParentWatch()
         opts = self.options(request)
