@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from monai.transforms import Compose
 
@@ -53,6 +54,34 @@ def test_slice_dataset_seeded_runs_repeat():
     a, b = sample(), sample()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert a[IMAGE].shape == (1, *SPEC.roi_size_vox)
+
+
+def test_a_soft_scar_target_moves_with_its_label_through_augmentation():
+    phantom = make_phantom(0)  # scar on 6 of its 11 slices
+    study = load_study(phantom.image, phantom.label, affine=phantom.affine)
+    study.scar_probability = (study.label == SCAR).float()
+    np.random.seed(4)
+    dataset = SliceDataset([study])
+    dataset.augment.set_random_state(4)
+    checked = 0
+    for k in range(len(dataset)):
+        sample = dataset[k]
+        scar = sample[LABEL].round() == SCAR
+        if scar.sum() < 20:
+            continue
+        soft = sample["scar_probability"] > 0.5
+        assert (soft & scar).sum() / (soft | scar).sum() > 0.8  # same place after rotation, scaling, flips
+        checked += 1
+    assert checked >= 2
+
+
+def test_studies_with_and_without_a_soft_target_are_not_mixed():
+    phantom = make_phantom(5)
+    hard = load_study(phantom.image, phantom.label, affine=phantom.affine)
+    soft = load_study(phantom.image, phantom.label, affine=phantom.affine)
+    soft.scar_probability = torch.zeros_like(soft.label, dtype=torch.float32)
+    with pytest.raises(ValueError, match="scar_probability"):
+        SliceDataset([hard, soft])
 
 
 def test_cleanup_keeps_one_wall_and_drops_scar_outside_it():

@@ -19,8 +19,8 @@ from monai.losses import DiceCELoss
 from monai.transforms import Compose
 from monai.utils import set_determinism
 
-from .constants import HEART, IMAGE, LABEL, MVO, NUM_CLASSES, TOTAL_SCAR
-from .losses import DiceKLLoss
+from .constants import HEART, IMAGE, LABEL, MVO, TOTAL_SCAR
+from .losses import build_loss
 from .metrics import overlap_dice, structure_overlap, voxel_volume_ml
 from .model import SPEC, ScarNet, crop_at, normalise_intensity
 from .transforms.anatomy import AnatomicalCleanup
@@ -29,6 +29,7 @@ from .transforms.pipelines import augment_slices, preprocess
 logger = logging.getLogger(__name__)
 
 LOCALISER_FOV_VOX = (256, 256)  # 384 mm at the model spacing: a whole adult chest
+SCAR_PROBABILITY = "scar_probability"
 
 
 @dataclass
@@ -39,6 +40,9 @@ class Study:
     image: torch.Tensor
     label: torch.Tensor
     voxel_ml: float  # volume of one voxel on the model grid (in-plane resampled, slices as acquired)
+    # (1, H, W, D) in [0, 1]: a semi-automatic rule's own scar probability (lib.semiauto), for losses
+    # that train on it (RuleSoftTargetLoss); None for expert or corrected labels.
+    scar_probability: torch.Tensor | None = None
 
     @cached_property
     def heart_center_vox(self) -> tuple[int, int]:
@@ -86,7 +90,11 @@ class SliceDataset(Dataset):
         self.studies = list(studies)
         self.index = [(i, k) for i, s in enumerate(self.studies) for k in range(s.image.shape[-1])]
         self.jitter_vox = jitter_vox
-        self.augment = Compose(augment_slices((IMAGE, LABEL)))
+        self.soft = any(s.scar_probability is not None for s in self.studies)
+        if self.soft and not all(s.scar_probability is not None for s in self.studies):
+            raise ValueError("either every study carries a scar_probability or none does.")
+        keys = (IMAGE, LABEL, SCAR_PROBABILITY) if self.soft else (IMAGE, LABEL)
+        self.augment = Compose(augment_slices(keys, soft_keys=(SCAR_PROBABILITY,)))
         self.augment_localiser = Compose(augment_slices(("loc_image", "loc_heart"), image_key="loc_image"))
 
     def __len__(self) -> int:
@@ -110,6 +118,9 @@ class SliceDataset(Dataset):
             "loc_image": crop_at(slices[k : k + 1], loc_center, LOCALISER_FOV_VOX)[0],
             "loc_heart": (crop_at(labels[k : k + 1], loc_center, LOCALISER_FOV_VOX)[0] > 0).float(),
         }
+        if self.soft:
+            soft = study.scar_probability.permute(3, 0, 1, 2).float()
+            sample[SCAR_PROBABILITY] = crop_at(soft[k : k + 1], center, SPEC.roi_size_vox)[0]
         sample = self.augment(sample)
         sample = self.augment_localiser(sample)
         return {key: torch.as_tensor(v).float() for key, v in sample.items()}
@@ -170,7 +181,8 @@ def train(
     set_determinism(seed)
     device = torch.device(device)
     network.to(device).train()
-    seg_loss = loss if loss is not None else DiceKLLoss(NUM_CLASSES)
+    seg_loss = loss if loss is not None else build_loss()
+    needs_soft = getattr(seg_loss, "needs_scar_probability", False)
     loc_loss = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
     schedule = (
@@ -196,7 +208,13 @@ def train(
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                seg = seg_loss(network.segment(batch[IMAGE]).float(), batch[LABEL].round().long())
+                logits, label = network.segment(batch[IMAGE]).float(), batch[LABEL].round().long()
+                if needs_soft:
+                    if SCAR_PROBABILITY not in batch:
+                        raise ValueError(f"{type(seg_loss).__name__} needs studies with a scar_probability.")
+                    seg = seg_loss(logits, label, batch[SCAR_PROBABILITY])
+                else:
+                    seg = seg_loss(logits, label)
                 coarse = torch.nn.functional.max_pool2d(batch["loc_heart"], SPEC.localiser_downsample)
                 loc = loc_loss(network.localiser_logits(batch["loc_image"]).float(), coarse)
             (seg + 0.5 * loc).backward()

@@ -33,6 +33,8 @@ FWHM_MIN_CORE_SD = 5.0
 # to one normal distribution sit about 1.6 SD apart); isolated specks are not infarct.
 EM_MIN_SEPARATION_SD = 3.0
 MIN_SCAR_AREA_MM2 = 20.0
+# A dark core smaller than this is a gap between specks of a noisy threshold, not no-reflow.
+MIN_MVO_AREA_MM2 = 10.0
 
 
 class SemiAutoError(ValueError):
@@ -173,7 +175,11 @@ def remote_region(
     return RemoteRegion(starts, float(width_deg), means, sds, counts, automatic=start_deg is None)
 
 
-def _dark_cores(scar: np.ndarray, wall: np.ndarray, cavity: np.ndarray) -> np.ndarray:
+def _min_voxels(area_mm2: float, spacing_mm: Sequence[float]) -> int:
+    return max(1, int(np.ceil(area_mm2 / (float(spacing_mm[0]) * float(spacing_mm[1])))))
+
+
+def _dark_cores(scar: np.ndarray, wall: np.ndarray, cavity: np.ndarray, min_voxels: int) -> np.ndarray:
     """Wall left unlabelled but enclosed, slice by slice, by scar and blood pool: MVO, the no-reflow core.
 
     MVO is infarct whose capillaries are obstructed, so gadolinium never reaches it and it stays dark
@@ -185,14 +191,14 @@ def _dark_cores(scar: np.ndarray, wall: np.ndarray, cavity: np.ndarray) -> np.nd
         if scar[..., k].any():
             enclosed = ndimage.binary_fill_holes(scar[..., k] | cavity[..., k])
             cores[..., k] = enclosed & wall[..., k] & ~scar[..., k]
-    return cores
+    return _drop_small(cores, min_voxels)
 
 
 def _drop_small(scar: np.ndarray, min_voxels: int) -> np.ndarray:
-    """Scar without in-plane components smaller than ``min_voxels`` (isolated specks)."""
+    """Scar without in-plane components (8-connected, as in :func:`_touching_endocardium`) under ``min_voxels``."""
     kept = np.zeros_like(scar)
     for k in range(scar.shape[-1]):
-        components, n = ndimage.label(scar[..., k])
+        components, n = ndimage.label(scar[..., k], structure=np.ones((3, 3), bool))
         if n:
             sizes = ndimage.sum_labels(scar[..., k], components, index=np.arange(1, n + 1))
             kept[..., k] = np.isin(components, 1 + np.flatnonzero(sizes >= min_voxels))
@@ -249,13 +255,20 @@ def _remote(image, label, remote: RemoteRegion | Sequence[float] | None) -> Remo
     return remote_region(image, label, start_deg=float(start), width_deg=float(width))
 
 
-def _finish(label, wall, scar, probability, method: dict, *, fill_mvo: bool) -> SemiAutoResult:
+def _finish(
+    label, wall, scar, probability, method: dict, *, fill_mvo: bool, spacing_mm: Sequence[float]
+) -> SemiAutoResult:
     cavity = label == LV_CAVITY
-    mvo = _dark_cores(scar, wall, cavity) if fill_mvo else np.zeros_like(scar)
+    mvo = (
+        _dark_cores(scar, wall, cavity, _min_voxels(MIN_MVO_AREA_MM2, spacing_mm)) if fill_mvo else np.zeros_like(scar)
+    )
     probability = np.where(wall, probability, 0.0).astype(np.float32)
     probability[mvo] = 1.0
     if fill_mvo:
-        method["rules"] = [*method.get("rules", []), "dark cores enclosed by scar and blood pool are MVO"]
+        method["rules"] = [
+            *method.get("rules", []),
+            f"dark cores of at least {MIN_MVO_AREA_MM2:g} mm^2 enclosed by scar and blood pool are MVO",
+        ]
     return SemiAutoResult(_compose(label, wall, scar, mvo), probability, method)
 
 
@@ -264,6 +277,7 @@ def nsd_scar(
     label: np.ndarray,
     *,
     n_sd: float = 5.0,
+    spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
     remote: RemoteRegion | Sequence[float] | None = None,
     fill_mvo: bool = True,
 ) -> SemiAutoResult:
@@ -278,7 +292,8 @@ def nsd_scar(
 
     Args:
         image: (H, W, D) intensities. label: (H, W, D) EMIDEC classes giving the wall (2-4) and cavity.
-        n_sd: 1-10. remote: a :class:`RemoteRegion`, (start_deg[, width_deg]) or None (darkest sector).
+        n_sd: 1-10. spacing_mm: (row, col, slice) spacing, for the smallest MVO core.
+        remote: a :class:`RemoteRegion`, (start_deg[, width_deg]) or None (darkest sector).
         fill_mvo: label dark cores enclosed by scar as MVO (the clinical convention: MVO counts as scar).
 
     Raises:
@@ -290,13 +305,14 @@ def nsd_scar(
     region = _remote(image, label, remote)
     z = region.z_scores(image)
     method = {"rule": f"{n_sd:g}SD", "n_sd": n_sd, "threshold_remote_sd": n_sd, "remote": region.describe()}
-    return _finish(label, wall, wall & (z > n_sd), _sigmoid(z - n_sd), method, fill_mvo=fill_mvo)
+    return _finish(label, wall, wall & (z > n_sd), _sigmoid(z - n_sd), method, fill_mvo=fill_mvo, spacing_mm=spacing_mm)
 
 
 def fwhm_scar(
     image: np.ndarray,
     label: np.ndarray,
     *,
+    spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
     remote: RemoteRegion | Sequence[float] | None = None,
     fill_mvo: bool = True,
 ) -> SemiAutoResult:
@@ -315,7 +331,10 @@ def fwhm_scar(
     """
     image, label, wall = _check(image, label)
     region = _remote(image, label, remote)
-    smoothed = np.where(wall, ndimage.median_filter(image, size=(3, 3, 1)), -np.inf)
+    # Outside the wall counts as remote in the filter, so bright blood next to the endocardium cannot
+    # set the maximum.
+    inside = np.where(wall, image, np.asarray(region.mean, np.float32))
+    smoothed = np.where(wall, ndimage.median_filter(inside, size=(3, 3, 1)), -np.inf)
     peak_at = np.unravel_index(int(np.argmax(smoothed)), image.shape)
     peak = float(smoothed[peak_at])
     peak_sd = float(region.z_scores(np.full(image.shape[-1], peak))[peak_at[-1]])
@@ -331,11 +350,13 @@ def fwhm_scar(
             f"no enhanced core: the brightest wall voxel is {peak_sd:.1f} remote SDs above remote, "
             f"under {FWHM_MIN_CORE_SD:g}"
         )
-        return _finish(label, wall, np.zeros_like(wall), np.zeros_like(image), method, fill_mvo=fill_mvo)
+        return _finish(
+            label, wall, np.zeros_like(wall), np.zeros_like(image), method, fill_mvo=fill_mvo, spacing_mm=spacing_mm
+        )
     threshold = 0.5 * peak
     method["threshold"] = round(threshold, 4)
     soft = _sigmoid((image - threshold) / np.asarray(region.sd, np.float32))
-    return _finish(label, wall, wall & (image >= threshold), soft, method, fill_mvo=fill_mvo)
+    return _finish(label, wall, wall & (image >= threshold), soft, method, fill_mvo=fill_mvo, spacing_mm=spacing_mm)
 
 
 def ewa_scar(
@@ -366,7 +387,7 @@ def ewa_scar(
 
     Args:
         image: (H, W, D) intensities. label: (H, W, D) EMIDEC classes giving the wall and cavity.
-        spacing_mm: (row, col, slice) spacing, for the minimum scar area.
+        spacing_mm: (row, col, slice) spacing, for the smallest scar component and MVO core.
         remote: as for :func:`nsd_scar`. seed: EM's random state (the fit is deterministic given it).
 
     Raises:
@@ -400,13 +421,12 @@ def ewa_scar(
     else:
         posterior = np.zeros(image.shape, np.float64)
         posterior[wall] = mixture.predict_proba(values)[:, order[1]]
-        pixel_mm2 = float(spacing_mm[0]) * float(spacing_mm[1])
-        min_voxels = max(1, int(np.ceil(min_scar_area_mm2 / pixel_mm2)))
+        min_voxels = _min_voxels(min_scar_area_mm2, spacing_mm)
         core = wall & (posterior > 0.5) & (z > mu_normal)
         scar = _touching_endocardium(_drop_small(core, min_voxels), cavity)
         rim = ndimage.binary_dilation(scar, structure=np.ones((3, 3, 1), bool)) & wall
         weight = np.where(rim, np.clip((z - mu_normal) / (mu_enhanced - mu_normal), 0.0, 1.0), 0.0)
-    result = _finish(label, wall, scar, weight, method, fill_mvo=True)
+    result = _finish(label, wall, scar, weight, method, fill_mvo=True, spacing_mm=spacing_mm)
     result.method["weighted_scar_voxels"] = round(float(result.scar_probability.sum()), 2)
     return result
 

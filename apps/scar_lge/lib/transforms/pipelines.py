@@ -47,8 +47,13 @@ def preprocess(keys: Sequence[str] = (IMAGE,), *, load: bool = True) -> list:
     return transforms
 
 
-def augment_slices(keys: Sequence[str] = (IMAGE, LABEL), *, image_key: str = IMAGE) -> list:
+def augment_slices(
+    keys: Sequence[str] = (IMAGE, LABEL), *, image_key: str = IMAGE, soft_keys: Sequence[str] = ()
+) -> list:
     """Random MR-specific augmentation of 2D crops (C, H, W); the label moves only with geometry.
+
+    ``keys`` move together; the image and ``soft_keys`` (probability maps) are interpolated
+    bilinearly, every other key (integer labels) by nearest neighbour.
 
     Geometry: small rotation and scale (short-axis planning varies by a few degrees and hearts differ
     in size), flips. Contrast: gamma, since the inversion time sets myocardial nulling and blood-scar
@@ -62,7 +67,7 @@ def augment_slices(keys: Sequence[str] = (IMAGE, LABEL), *, image_key: str = IMA
             prob=0.7,
             rotate_range=0.26,  # +-15 degrees
             scale_range=0.15,
-            mode=["bilinear", "nearest"],
+            mode=["bilinear" if k == image_key or k in soft_keys else "nearest" for k in keys],
             padding_mode="zeros",
         ),
         RandFlipd(keys=keys, prob=0.5, spatial_axis=0),

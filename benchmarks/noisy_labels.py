@@ -1,0 +1,427 @@
+"""Does training through semi-automatic scar labels with a noise-robust loss beat plain Dice + CE?
+
+On the EMIDEC exams of ``--real`` (a fixed, stratified, case-level split: the 13 exams the default
+model never saw are the test set), semi-automatic labels are made with each rule of ``lib.semiauto``
+from the expert myocardium of the training exams, and the product's network is fine-tuned on them
+from one common checkpoint (the shipped model) with each loss of ``lib.losses``, several seeds each,
+same steps. Every arm is judged against the expert labels of the test exams; so are the test exams'
+own semi-automatic labels (the lower reference) and the same network fine-tuned on expert labels
+(the upper bound).
+
+    .venv/bin/python benchmarks/noisy_labels.py --real ../shared/real --out /tmp/noisy-labels
+
+Runs are appended to ``<out>/runs.jsonl`` as they finish and skipped when found there, so a stopped
+benchmark resumes where it was. ``--quick`` is a small smoke run (a few exams, one seed, few steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps" / "scar_lge"))
+
+from lib.constants import LV_WALL, MVO, TOTAL_SCAR  # noqa: E402
+from lib.datasets import EMIDEC_PNG_NOMINAL_SPACING_MM, emidec_png_cases, split_cases  # noqa: E402
+from lib.engine import Study, load_study, predict_label, train  # noqa: E402
+from lib.losses import LOSSES, build_loss  # noqa: E402
+from lib.metrics import dice, voxel_volume_ml  # noqa: E402
+from lib.model import build_network, load_checkpoint  # noqa: E402
+from lib.semiauto import ewa_scar, fwhm_scar, nsd_scar  # noqa: E402
+
+logger = logging.getLogger("noisy_labels")
+
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "apps" / "scar_lge" / "model" / "scar.pt"
+# Rules that make training labels; "3sd" is the one the paper's measurement and most clinics use.
+RULES = {
+    "3sd": lambda image, label: nsd_scar(image, label, n_sd=3.0, spacing_mm=EMIDEC_PNG_NOMINAL_SPACING_MM),
+    "5sd": lambda image, label: nsd_scar(image, label, n_sd=5.0, spacing_mm=EMIDEC_PNG_NOMINAL_SPACING_MM),
+    "fwhm": lambda image, label: fwhm_scar(image, label, spacing_mm=EMIDEC_PNG_NOMINAL_SPACING_MM),
+    "ewa": lambda image, label: ewa_scar(image, label, spacing_mm=EMIDEC_PNG_NOMINAL_SPACING_MM),
+}
+DENSITY_G_PER_ML = 1.05
+FALSE_SCAR_G = 1.0
+
+
+def read_case(root: Path, slices: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, D) image and expert label of one EMIDEC PNG exam."""
+    image = np.stack([np.asarray(Image.open(p), np.float32) for p in slices], axis=-1)
+    label = np.stack([np.asarray(Image.open(root / "labels" / p.name), np.uint8) for p in slices], axis=-1)
+    return image, label
+
+
+def as_study(name: str, image: np.ndarray, label: np.ndarray, scar_probability: np.ndarray | None) -> Study:
+    affine = np.diag([*EMIDEC_PNG_NOMINAL_SPACING_MM, 1.0])
+    study = load_study(image, label, name=name, affine=affine)
+    if scar_probability is not None:
+        # Same grid as the label (the nominal spacing is the model's, so preprocessing does not resample).
+        soft = torch.as_tensor(scar_probability, dtype=torch.float32)[None]
+        if soft.shape != study.label.shape:
+            raise RuntimeError(f"{name}: soft target {tuple(soft.shape)} is not on the label grid {study.label.shape}")
+        study.scar_probability = soft
+    return study
+
+
+def figures(label: np.ndarray, voxel_ml: float) -> dict:
+    """Scar and LV masses (nominal g) and scar % of LV mass of one label."""
+    wall = float(np.isin(label, LV_WALL).sum() * voxel_ml * DENSITY_G_PER_ML)
+    scar = float(np.isin(label, TOTAL_SCAR).sum() * voxel_ml * DENSITY_G_PER_ML)
+    return {"lv_g": wall, "scar_g": scar, "scar_pct": 100.0 * scar / wall if wall else None}
+
+
+def judge(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:
+    """Per-exam scores of one label against the expert's."""
+    p, t = figures(pred, voxel_ml), figures(truth, voxel_ml)
+    return {
+        "wall": dice(np.isin(pred, LV_WALL), np.isin(truth, LV_WALL)),
+        "scar": dice(np.isin(pred, TOTAL_SCAR), np.isin(truth, TOTAL_SCAR)),
+        "mvo": dice(pred == MVO, truth == MVO),
+        "has_scar": bool(np.isin(truth, TOTAL_SCAR).any()),
+        "has_mvo": bool((truth == MVO).any()),
+        "scar_g": p["scar_g"],
+        "expert_scar_g": t["scar_g"],
+        "scar_pct": p["scar_pct"],
+        "expert_scar_pct": t["scar_pct"],
+    }
+
+
+def run_arm(arm: dict, studies: list[Study], test: list[tuple[str, Study, np.ndarray]], args) -> dict:
+    network = build_network()
+    load_checkpoint(network, str(args.base))
+    start = time.time()
+    history = []
+    if arm["loss"] is not None:
+        history = train(
+            network,
+            studies,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=arm["seed"],
+            loss=build_loss(arm["loss"]),
+            device=args.device,
+            num_workers=args.workers,
+        )
+    seconds = time.time() - start
+    per_case, predictions = {}, {}
+    for name, study, truth in test:
+        pred = predict_label(network, study.image, args.device)[0].numpy()
+        per_case[name] = judge(pred, truth, study.voxel_ml)
+        predictions[name] = pred.astype(np.uint8)
+    if arm["seed"] == 0:  # kept for the overlay figure
+        np.savez_compressed(
+            args.predictions / f"{arm['arm'].replace(' / ', '__').replace(' ', '_')}.npz", **predictions
+        )
+    return {
+        **arm,
+        "train_seconds": round(seconds, 1),
+        "steps": len(history) * (sum(s.image.shape[-1] for s in studies) // args.batch_size),
+        "last_loss": history[-1]["segmenter"] if history else None,
+        "per_case": per_case,
+    }
+
+
+def summarise(runs: list[dict], references: dict[str, dict]) -> dict:
+    """Mean and SD over seeds of each arm's case-mean Dice, and agreement of scar figures with the expert."""
+    arms: dict[str, list[dict]] = {}
+    for run in runs:
+        arms.setdefault(run["arm"], []).append(run)
+    out = {}
+    for name, group in {**arms, **{k: [v] for k, v in references.items()}}.items():
+        per_seed = {"scar": [], "mvo": [], "wall": []}
+        for run in group:
+            cases = run["per_case"].values()
+            per_seed["scar"].append(np.mean([c["scar"] for c in cases if c["has_scar"]]))
+            per_seed["mvo"].append(
+                np.mean([c["mvo"] for c in cases if c["has_mvo"]]) if any(c["has_mvo"] for c in cases) else np.nan
+            )
+            per_seed["wall"].append(np.mean([c["wall"] for c in cases]))
+        names = list(group[0]["per_case"])
+        # Scar figures: each exam's value averaged over seeds, then compared with the expert's.
+        mean_of = {k: np.array([np.mean([r["per_case"][n][k] for r in group]) for n in names]) for k in ("scar_g",)}
+        expert_g = np.array([group[0]["per_case"][n]["expert_scar_g"] for n in names])
+        infarct = [n for n in names if group[0]["per_case"][n]["has_scar"]]
+        pct = np.array([np.mean([r["per_case"][n]["scar_pct"] for r in group]) for n in infarct])
+        expert_pct = np.array([group[0]["per_case"][n]["expert_scar_pct"] for n in infarct])
+        diff = pct - expert_pct
+        normals = [n for n in names if not group[0]["per_case"][n]["has_scar"]]
+        mass_diff = mean_of["scar_g"] - expert_g
+        out[name] = {
+            "runs": len(group),
+            **{
+                f"{k}_dice": {
+                    "mean": float(np.nanmean(v)),
+                    "sd": float(np.nanstd(v)),
+                    "per_seed": [float(x) for x in v],
+                }
+                for k, v in per_seed.items()
+            },
+            "scar_pct_bias": float(diff.mean()),
+            "scar_pct_sd": float(diff.std(ddof=1)) if len(diff) > 1 else None,
+            "scar_pct_loa": [float(diff.mean() - 1.96 * diff.std(ddof=1)), float(diff.mean() + 1.96 * diff.std(ddof=1))]
+            if len(diff) > 1
+            else None,
+            "scar_mass_bias_g": float(mass_diff.mean()),
+            "scar_mass_wilcoxon_p": float(stats.wilcoxon(mean_of["scar_g"], expert_g).pvalue)
+            if np.any(mass_diff != 0) and len(names) > 1
+            else None,
+            "normals_over_1g": int(
+                sum(np.mean([r["per_case"][n]["scar_g"] for r in group]) > FALSE_SCAR_G for n in normals)
+            ),
+            "normals": len(normals),
+            "per_case_scar_dice": {n: float(np.mean([r["per_case"][n]["scar"] for r in group])) for n in infarct},
+            "per_case_scar_pct": dict(zip(infarct, [float(v) for v in pct], strict=True)),
+            "expert_scar_pct": dict(zip(infarct, [float(v) for v in expert_pct], strict=True)),
+        }
+    return out
+
+
+def paired_against(summary: dict, reference: str) -> dict:
+    """Wilcoxon signed-rank of each arm's per-exam infarct Dice (seed mean) against ``reference``'s."""
+    ref = summary[reference]["per_case_scar_dice"]
+    out = {}
+    for name, s in summary.items():
+        if name == reference or set(s["per_case_scar_dice"]) != set(ref):
+            continue
+        a = np.array([s["per_case_scar_dice"][n] for n in ref])
+        b = np.array(list(ref.values()))
+        out[name] = {
+            "mean_difference": float((a - b).mean()),
+            "wilcoxon_p": float(stats.wilcoxon(a, b).pvalue) if np.any(a != b) else None,
+        }
+    return out
+
+
+def markdown_table(summary: dict) -> str:
+    def ms(d):
+        return f"{d['mean']:.3f} ± {d['sd']:.3f}" if not np.isnan(d["mean"]) else "-"
+
+    lines = [
+        "| arm | runs | infarct Dice | MVO Dice | wall Dice | scar %LV bias (LoA) "
+        "| scar mass bias g (Wilcoxon p) | normals > 1 g |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summary.items():
+        loa = f" ({s['scar_pct_loa'][0]:+.1f}, {s['scar_pct_loa'][1]:+.1f})" if s["scar_pct_loa"] else ""
+        p = f" ({s['scar_mass_wilcoxon_p']:.2f})" if s["scar_mass_wilcoxon_p"] is not None else ""
+        lines.append(
+            f"| {name} | {s['runs']} | {ms(s['scar_dice'])} | {ms(s['mvo_dice'])} | {ms(s['wall_dice'])} | "
+            f"{s['scar_pct_bias']:+.1f}{loa} | {s['scar_mass_bias_g']:+.1f}{p} | "
+            f"{s['normals_over_1g']} of {s['normals']} |"
+        )
+    return "\n".join(lines)
+
+
+def plots(out: Path, summary: dict, arms: list[str], overlay: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(arms), figsize=(4 * len(arms), 3.6), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], arms, strict=True):
+        s = summary[name]
+        pred = np.array(list(s["per_case_scar_pct"].values()))
+        ref = np.array(list(s["expert_scar_pct"].values()))
+        mean, diff = (pred + ref) / 2, pred - ref
+        ax.scatter(mean, diff, s=14)
+        ax.axhline(s["scar_pct_bias"], color="k")
+        if s["scar_pct_loa"]:
+            for v in s["scar_pct_loa"]:
+                ax.axhline(v, color="k", linestyle="--")
+        ax.axhline(0, color="grey", linewidth=0.5)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("mean of method and expert, scar % LV")
+    axes[0][0].set_ylabel("method - expert, scar % LV")
+    fig.tight_layout()
+    fig.savefig(out / "bland_altman.png", dpi=110)
+    plt.close(fig)
+
+    panels = overlay["panels"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9))
+    for ax, (title, label) in zip(axes, panels, strict=True):
+        ax.imshow(overlay["image"], cmap="gray")
+        if label is not None:
+            colours = np.zeros((*label.shape, 4))
+            colours[np.isin(label, LV_WALL)] = (0.2, 0.6, 1.0, 0.25)
+            colours[label == 3] = (1.0, 0.9, 0.0, 0.6)
+            colours[label == MVO] = (1.0, 0.0, 0.3, 0.7)
+            ax.imshow(colours)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "overlays.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real", required=True, help="the shared real-data folder (holds emidec_png/)")
+    parser.add_argument("--out", required=True, help="folder for runs.jsonl, summary.json, table.md and PNGs")
+    parser.add_argument("--base", default=str(SHIPPED_MODEL), help="common starting checkpoint of every arm")
+    parser.add_argument("--rule", default="3sd", choices=sorted(RULES), help="rule whose labels every loss trains on")
+    parser.add_argument("--other-rules", default="5sd,ewa", help="rules also trained with --other-losses (comma list)")
+    parser.add_argument("--losses", default=",".join(LOSSES), help="losses trained on --rule's labels")
+    parser.add_argument("--other-losses", default="dice_ce", help="losses trained on --other-rules' labels")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="data-loading processes (augmentation runs there)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 4 training exams, 3 test, 1 seed, 1 epoch")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    args.predictions = out / "predictions"
+    args.predictions.mkdir(exist_ok=True)
+
+    root = Path(args.real) / "emidec_png"
+    cases = emidec_png_cases(root)
+    train_cases, test_cases = split_cases(list(cases))
+    other_rules = [r for r in args.other_rules.split(",") if r]
+    losses = [x for x in args.losses.split(",") if x]
+    for name in [args.rule, *other_rules]:
+        if name not in RULES:
+            parser.error(f"unknown rule {name!r}; choose from {sorted(RULES)}")
+    if args.quick:
+        train_cases = [c for c in train_cases if c.startswith("Case_P")][:3] + [
+            c for c in train_cases if c.startswith("Case_N")
+        ][:1]
+        test_cases = [c for c in test_cases if c.startswith("Case_P")][:2] + [
+            c for c in test_cases if c.startswith("Case_N")
+        ][:1]
+        args.seeds, args.epochs = 1, 1
+        losses = ["dice_ce", "rule_soft_target"]
+        other_rules = []
+
+    start = time.time()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    voxel_ml = voxel_volume_ml(EMIDEC_PNG_NOMINAL_SPACING_MM)
+    rules = [args.rule, *other_rules]
+    training: dict[str, list[Study]] = {"expert": []}
+    training.update({r: [] for r in rules})
+    label_agreement: dict[str, dict] = {r: {"per_case": {}} for r in rules}
+    for case in train_cases:
+        image, expert = read_case(root, cases[case])
+        training["expert"].append(as_study(case, image, expert, None))
+        for r in rules:
+            made = RULES[r](image, expert)
+            training[r].append(as_study(case, image, made.label, made.scar_probability))
+            label_agreement[r]["per_case"][case] = judge(made.label, expert, voxel_ml)
+    test = []
+    references = {}
+    for case in test_cases:
+        image, expert = read_case(root, cases[case])
+        study = as_study(case, image, expert, None)
+        test.append((case, study, study.label[0].numpy()))
+        for r in rules:
+            made = RULES[r](image, expert)
+            references.setdefault(f"{r} labels themselves", {"per_case": {}})["per_case"][case] = judge(
+                made.label, expert, voxel_ml
+            )
+    logger.info(
+        "labels made for %d training and %d test exams in %.0f s", len(train_cases), len(test), time.time() - start
+    )
+    agreement_train = {
+        r: float(np.mean([c["scar"] for c in v["per_case"].values() if c["has_scar"]]))
+        for r, v in label_agreement.items()
+    }
+    logger.info("rule labels vs expert on the training exams, infarct Dice: %s", agreement_train)
+
+    arms = [{"arm": "base (no fine-tuning)", "rule": None, "loss": None, "seed": 0}]
+    for seed in range(args.seeds):
+        arms.append({"arm": "expert / dice_ce", "rule": "expert", "loss": "dice_ce", "seed": seed})
+        arms += [{"arm": f"{args.rule} / {loss}", "rule": args.rule, "loss": loss, "seed": seed} for loss in losses]
+        for r in other_rules:
+            arms += [
+                {"arm": f"{r} / {loss}", "rule": r, "loss": loss, "seed": seed}
+                for loss in ("dice_ce", "rule_soft_target")
+            ]
+
+    runs_path = out / "runs.jsonl"
+    done = []
+    if runs_path.exists():
+        done = [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()]
+    settings = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "base": str(args.base)}
+    done = [r for r in done if r.get("settings") == settings and r.get("test_cases") == test_cases]
+    have = {(r["arm"], r["seed"]) for r in done}
+    for arm in arms:
+        if (arm["arm"], arm["seed"]) in have:
+            continue
+        studies = training[arm["rule"]] if arm["rule"] else []
+        if not (arm["loss"] and build_loss(arm["loss"]).needs_scar_probability):
+            studies = [Study(s.name, s.image, s.label, s.voxel_ml) for s in studies]  # hard labels only
+        result = run_arm(arm, studies, test, args)
+        result.update(settings=settings, test_cases=test_cases, train_cases=len(train_cases))
+        with runs_path.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+        done.append(result)
+        logger.info(
+            "%s seed %d: infarct Dice %.3f (%.0f s)",
+            arm["arm"],
+            arm["seed"],
+            np.mean([c["scar"] for c in result["per_case"].values() if c["has_scar"]]),
+            result["train_seconds"],
+        )
+
+    summary = summarise(done, references)
+    paired = paired_against(summary, f"{args.rule} / dice_ce") if f"{args.rule} / dice_ce" in summary else {}
+    report = {
+        "command": " ".join(sys.argv),
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)",
+        "train_cases": train_cases,
+        "test_cases": test_cases,
+        "settings": settings,
+        "rule_labels_vs_expert_train_infarct_dice": agreement_train,
+        "summary": summary,
+        "paired_infarct_dice_vs_dice_ce": paired,
+        "seconds": round(time.time() - start, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(report, indent=2))
+    table = markdown_table(summary)
+    (out / "table.md").write_text(table + "\n")
+    print(table)
+    print(json.dumps({"paired_infarct_dice_vs_dice_ce": paired, "device": report["device"]}, indent=2))
+
+    # Figures: Bland-Altman of scar % LV, and one test slice with the labels and two arms' answers.
+    shown = [
+        a
+        for a in (
+            f"{args.rule} labels themselves",
+            f"{args.rule} / dice_ce",
+            f"{args.rule} / rule_soft_target",
+            "expert / dice_ce",
+        )
+        if a in summary
+    ]
+    case = max(
+        (c for c in test if np.isin(c[2], TOTAL_SCAR).any()),
+        key=lambda c: np.isin(c[2], TOTAL_SCAR).sum(),
+        default=test[0],
+    )
+    name, study, truth = case
+    k = int(np.argmax(np.isin(truth, TOTAL_SCAR).sum(axis=(0, 1))))
+    image, expert = read_case(root, cases[name])
+    panels = [("image", None), ("expert", truth[..., k]), (args.rule, RULES[args.rule](image, expert).label[..., k])]
+    for loss in ("dice_ce", "rule_soft_target"):
+        saved = args.predictions / f"{args.rule}__{loss}.npz"
+        if saved.exists():
+            panels.append((f"{args.rule} / {loss}, seed 0", np.load(saved)[name][..., k]))
+    plots(out, summary, shown, {"image": study.image[0, ..., k].numpy(), "panels": panels})
+    logger.info("done in %.0f s; results in %s", time.time() - start, out)
+
+
+if __name__ == "__main__":
+    main()
