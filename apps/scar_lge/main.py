@@ -53,7 +53,7 @@ class ScarLGEApp(MONAILabelApp):
         return ScarDatastore(self.studies, auto_reload=True)
 
     def init_infers(self):
-        return self.config.infer()
+        return self.config.infer(datastore=self.datastore)
 
     def init_trainers(self):
         return {MODEL_NAME: self.config.trainer()}
@@ -88,9 +88,11 @@ class ScarLGEApp(MONAILabelApp):
 
     # MONAI Label answers the user errors below with a bare 500, or not at all; these answer 4xx/503.
 
-    def _known_model(self, model) -> str:
-        if not is_name(model) or (model not in self._infers and model not in self._trainers):
-            raise HTTPException(status_code=404, detail=f"unknown model {model!r}; available: {sorted(self._infers)}")
+    def _known_model(self, model, *, to_train: bool = False) -> str:
+        known = self._trainers if to_train else {**self._infers, **self._trainers}
+        if not is_name(model) or model not in known:
+            what = "model to train" if to_train else "model"
+            raise HTTPException(status_code=404, detail=f"unknown {what} {model!r}; available: {sorted(known)}")
         return model
 
     def _image_path(self, image) -> str:
@@ -120,9 +122,11 @@ class ScarLGEApp(MONAILabelApp):
             raise HTTPException(
                 status_code=422, detail=f"a prediction is saved as an 'original' label only, not {tag!r}"
             )
-        # A resolved path: MONAI Label then neither looks the id up in its working folder nor saves.
+        # A resolved path: MONAI Label then neither looks the id up in its working folder nor saves. The id
+        # (None for an upload or session) goes along for tasks that read the study's labels.
         try:
-            request = {**request, "image": self._image_path(image), "save_label": False}
+            image_id = image if is_name(image) else None
+            request = {**request, "image": self._image_path(image), "image_id": image_id, "save_label": False}
             result = super().infer(request, datastore)
         except CheckpointError as e:
             discard_upload(image)
@@ -155,7 +159,7 @@ class ScarLGEApp(MONAILabelApp):
         return super().scoring(request, datastore)
 
     def train(self, request):
-        self._known_model(request.get("model"))
+        self._known_model(request.get("model"), to_train=True)
         return super().train(request)
 
     def bundle_path(self, model):
@@ -175,12 +179,14 @@ class ScarLGEApp(MONAILabelApp):
                 detail="models are published by training (POST /train/scar) or rolled back with "
                 "apps/scar_lge/scripts/models.py; uploading over a checkpoint is not allowed",
             )
+        if model not in self._trainers:  # a semi-automatic task: a rule, no weights of its own
+            return None
         current = self.config.store.current()
         return self.config.store.served_copy(current) if os.path.exists(current.path) else None
 
     def check_train_request(self, model: str, params: dict) -> None:
         """Refuse a train request with a bad option when it arrives (HTTP 422), before a process starts."""
-        self._known_model(model)
+        self._known_model(model, to_train=True)
         try:
             self._trainers[model].options(params, from_client=True)
         except InputError as e:

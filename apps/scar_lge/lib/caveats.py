@@ -144,7 +144,7 @@ def _header_says_inversion_recovery(ds: Dataset) -> bool | None:
 def _mvo_validated(mvo_validation: dict | None) -> tuple[bool, str]:
     """Whether the checkpoint's MVO validation passes both thresholds, and what it was, in words."""
     if not mvo_validation:
-        return False, "no MVO validation was recorded with the model checkpoint"
+        return False, "no MVO validation was recorded"
     studies, pooled = mvo_validation.get("studies_with_mvo"), mvo_validation.get("pooled_dice")
     studies_text = "an unknown number of" if studies is None else str(studies)
     dice_text = "unknown" if pooled is None else f"{float(pooled):.2f}"
@@ -164,6 +164,7 @@ def assess(
     heart_found: bool,
     inversion_recovery: bool | None,
     mvo_validation: dict | None,
+    mvo_source: str = "model",
 ) -> dict:
     """Withhold the figures that cannot be trusted and say why; pure (no I/O).
 
@@ -187,6 +188,7 @@ def assess(
         inversion_recovery: result of :func:`inversion_recovery` for the input image.
         mvo_validation: the checkpoint provenance's MVO validation, e.g.
             ``{"pooled_dice": 0.62, "studies_with_mvo": 5}``, or None when none was recorded.
+        mvo_source: what drew the MVO, in the warning's words ("model", "semi-automatic rule").
 
     Returns:
         A copy of ``figures`` with withheld figures set to None, plus ``warnings`` (list of
@@ -246,10 +248,10 @@ def assess(
     if not validated:
         warn(
             "mvo_not_validated",
-            f"The model was not validated for MVO ({described}; needs at least {MVO_MIN_VALIDATION_STUDIES} "
+            f"The {mvo_source} was not validated for MVO ({described}; needs at least {MVO_MIN_VALIDATION_STUDIES} "
             f"studies and Dice >= {MVO_MIN_POOLED_DICE}), so MVO figures are not reported.",
         )
-        withhold(_MVO_FIGURES, ("mvo_area_mm2",), f"model not validated for MVO ({described})")
+        withhold(_MVO_FIGURES, ("mvo_area_mm2",), f"{mvo_source} not validated for MVO ({described})")
     if heart_found and figures["lv_myocardial_mass_g"] == 0:
         warn("no_myocardium", WARNING_CODES["no_myocardium"])
         withhold(_PERCENT_FIGURES, (), "no LV myocardium segmented: a percentage of zero LV mass is undefined")

@@ -127,7 +127,12 @@ class SliceDataset(Dataset):
 
 
 def predict_label(network: ScarNet, image: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Label a (1, H, W, D) study on the model grid exactly as inference does, before inversion."""
+    """Label a (1, H, W, D) study on the model grid exactly as inference does, before inversion.
+
+    Puts ``network`` in eval mode: a freshly built or loaded network is in train mode, and its dropout
+    would make the answer random.
+    """
+    network.eval()
     with torch.no_grad():
         probs = network(image[None].to(device))[0]
     return AnatomicalCleanup()(probs.argmax(dim=0, keepdim=True).cpu())

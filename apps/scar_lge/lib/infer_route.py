@@ -18,7 +18,7 @@ from monailabel.endpoints.infer import ResultType, run_inference
 from monailabel.endpoints.user.auth import RBAC, User
 
 # Request keys that name server files or sessions: only the endpoint itself may set them.
-PATH_KEYS = ("image", "label", "session", "session_id", "image_path", "model_filename", "bundle_path")
+PATH_KEYS = ("image", "image_id", "label", "session", "session_id", "image_path", "model_filename", "bundle_path")
 PATH = "/infer/{model}"
 
 

@@ -114,6 +114,20 @@ def read_geometry(path: str) -> Geometry:
     )
 
 
+def read_voxels(path: str) -> np.ndarray:
+    """A study's intensities as (x, y, z) float32: the axis order of :func:`check_label` and :func:`write_label_like`.
+
+    Shape: (x, y, z) as ITK indexes the grid (z is the slice axis of a short-axis stack); call
+    :func:`read_geometry` first to refuse images that are not 3D stacks.
+    """
+    values = sitk.GetArrayFromImage(read_itk(path))  # ITK gives (z, y, x); a 4D study of one frame (1, z, y, x)
+    if values.ndim == 4 and values.shape[0] == 1:
+        values = values[0]
+    if values.ndim != 3:
+        raise InputError(f"an LGE study must be a 3D short-axis stack; got voxels of shape {list(values.shape)}")
+    return np.transpose(values, (2, 1, 0)).astype(np.float32)
+
+
 def check_label(label_path: str, image_path: str) -> np.ndarray:
     """Check an uploaded label against its study; return its values as (x, y, z) uint8.
 

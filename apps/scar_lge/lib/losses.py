@@ -232,3 +232,9 @@ def build_loss(name: str = DEFAULT_LOSS, num_classes: int = NUM_CLASSES) -> nn.M
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSSES)}.")
     return LOSSES[name](num_classes)
+
+
+def describe_loss(name: str = DEFAULT_LOSS) -> str:
+    """One line naming a loss and its class's summary, for a checkpoint's provenance."""
+    cls = LOSSES[name]
+    return f"{name}: {cls.__doc__.strip().splitlines()[0]} (lib/losses.py)"

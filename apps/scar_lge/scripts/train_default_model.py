@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.datasets import emidec_png_cases, load_emidec_png_case, phantom_studies, split_cases  # noqa: E402
 from lib.engine import load_study, train, validate  # noqa: E402
+from lib.losses import describe_loss  # noqa: E402
 from lib.metrics import pooled_dice, summarise_cases  # noqa: E402
 from lib.model import SPEC, build_network, default_device, save_checkpoint  # noqa: E402
 
@@ -115,7 +116,7 @@ def main() -> None:
         "data": f"{len(train_cases)} EMIDEC LGE exams + {args.phantoms} LGE phantoms; "
         f"{len(held_out_studies)} EMIDEC exams held out (docs/model-card.md)",
         "train": train_info,
-        "loss": "DiceKLLoss: soft Dice + KL to a smoothed target (lib/losses.py)",
+        "loss": describe_loss(),
         "validation": {"held_out_emidec_per_case_mean": summary, "pooled_dice": pooled},
         "mvo_validation": {
             "pooled_dice": pooled["mvo"] or 0.0,

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from ..activelearning.parts import ActiveLearningParts
 from ..activelearning.scoring import ScarUncertaintyScoring
 from ..activelearning.strategies import FirstStrategy, RandomStrategy, ScarUncertaintyStrategy
 from ..constants import LABELS, MODEL_NAME
 from ..infers.scar import ScarInfer
+from ..infers.semiauto import RULES, SemiAutoScarInfer
 from ..model import build_network
 from ..model_store import ModelStore
 from ..train_options import EPOCHS_RANGE, LR_RANGE, describe_range
@@ -105,7 +109,8 @@ def parse_settings(conf: dict[str, str], app_dir: str) -> ScarSettings:
 
 
 class ScarConfig(TaskConfig):
-    """Wires the one ``scar`` model into MONAI Label's infer, train, strategy and scoring slots."""
+    """Wires the one ``scar`` model into MONAI Label's infer, train, strategy and scoring slots, and the
+    semi-automatic rules (``scar_nsd``, ``scar_fwhm``, ``scar_ewa``) into its infer slot."""
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
@@ -121,8 +126,17 @@ class ScarConfig(TaskConfig):
             cache_dir=os.path.join(self.store.model_dir, "uncertainty"),
         )
 
-    def infer(self) -> dict[str, ScarInfer]:
-        return {self.name: ScarInfer(self.store, self.network)}
+    def infer(self, *, datastore: Callable[[], Datastore]) -> dict[str, InferTask]:
+        """The ``scar`` model task and one semi-automatic task per rule, ``scar_<rule>``.
+
+        Args:
+            datastore: returns the app's datastore, where the semi-automatic tasks find a study's labels.
+        """
+        scar = ScarInfer(self.store, self.network)
+        semiauto = {
+            f"{self.name}_{rule}": SemiAutoScarInfer(rule, scar_task=scar, datastore=datastore) for rule in RULES
+        }
+        return {self.name: scar, **semiauto}
 
     def trainer(self) -> ScarTrainer:
         s = self.settings

@@ -28,7 +28,36 @@ from ..transforms.pipelines import preprocess
 
 logger = logging.getLogger(__name__)
 
+# Label file types a client may ask for (``result_extension``); the first is the default.
 RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
+
+
+def check_result_extension(extension: str) -> str:
+    """``extension`` when it is one of :data:`RESULT_EXTENSIONS` (the suffix becomes part of a file name).
+
+    Raises:
+        InputError: any other extension (HTTP 422).
+    """
+    if extension not in RESULT_EXTENSIONS:
+        raise InputError(f"result_extension {extension!r} is not allowed; use one of {list(RESULT_EXTENSIONS)}")
+    return extension
+
+
+def write_label_file(label_xyz: np.ndarray, image_path: str, extension: str) -> str:
+    """Write an (x, y, z) label on exactly ``image_path``'s grid to a new temporary file; returns its path.
+
+    The server sends that file and deletes it after answering.
+
+    Raises:
+        InputError: ``extension`` is not one of :data:`RESULT_EXTENSIONS`.
+    """
+    suffix = check_result_extension(extension)
+    out_path = tempfile.NamedTemporaryFile(suffix=suffix, delete=False).name
+    try:
+        return write_label_like(label_xyz, image_path, out_path)
+    except BaseException:
+        os.remove(out_path)
+        raise
 
 
 class ScarInfer(BasicInferTask):
@@ -50,7 +79,7 @@ class ScarInfer(BasicInferTask):
             dimension=3,
             description=description,
             model_state_dict=CHECKPOINT_KEY,
-            config={"result_extension": ".nii.gz", **(config or {})},
+            config={"result_extension": RESULT_EXTENSIONS[0], **(config or {})},
         )
         self.store = store
         # Built once: Invertd must see the very transform objects that preprocessed the image.
@@ -145,11 +174,7 @@ class ScarInfer(BasicInferTask):
         geometry = read_geometry(image_path)
         if label.shape != geometry.size:
             raise RuntimeError(f"prediction {label.shape} is not on the input grid {geometry.size}")
-        ext = extension or data.get("result_extension", ".nii.gz")
-        if ext not in RESULT_EXTENSIONS:  # the suffix becomes part of a file name
-            raise InputError(f"result_extension {ext!r} is not allowed; use one of {list(RESULT_EXTENSIONS)}")
-        out_path = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name
-        write_label_like(label, image_path, out_path)
+        out_path = write_label_file(label, image_path, extension or data.get("result_extension", RESULT_EXTENSIONS[0]))
         provenance = data.get("model_provenance") or {}
         figures = scar_quantification(label, geometry.spacing)
         localisation = data.get("localisation", {})

@@ -16,6 +16,7 @@ from monailabel.utils.async_tasks.utils import processes, tasks
 from ..engine import load_study, train, validate
 from ..errors import InputError
 from ..lifecycle import ParentWatch, in_background_run, progress
+from ..losses import describe_loss
 from ..model import CheckpointError, build_network, default_device, load_checkpoint
 from ..model_store import ModelStore, now_iso, write_json_atomic
 from ..publish_gate import decide, score_model, split_validation
@@ -216,7 +217,7 @@ class ScarTrainer(TrainTask):
                 "train_images": train_ids,
                 "validation_images": val_ids,
                 "scores": decision.to_json(),
-                "loss": "DiceKLLoss: soft Dice + KL to a smoothed target (lib/losses.py)",
+                "loss": describe_loss(),
                 "options": opts.to_json(),
                 "mvo_validation": _mvo_validation(candidate_cases),
             }
