@@ -15,7 +15,8 @@ import torch
 from monailabel.client import MONAILabelClient
 
 from lib.constants import MVO, SCAR
-from lib.model import build_network, load_checkpoint
+from lib.losses import DEFAULT_LOSS
+from lib.model import build_network, load_checkpoint, read_checkpoint
 from lib.phantoms import make_phantom
 from tests.conftest import APP_DIR, DEFAULT_MODEL
 
@@ -100,6 +101,9 @@ def test_correct_retrain_publish_a_version_with_progress(loop_server, tmp_path):
     assert stats["version"] == "v2" and server.current_model()["version"] == "v2"
     assert (stats["epoch"], stats["total_epochs"], stats["total_time"] > 0) == (2, 2, True)
     assert 0 < stats["best_metric"] <= 1
+    # Trained with the loss the noisy-label benchmark supports (docs/benchmarks/noisy-labels.md).
+    provenance = read_checkpoint(str(server.model_dir / "versions" / "v2" / "scar.pt"))["provenance"]
+    assert provenance["loss"].startswith(f"{DEFAULT_LOSS}:")
 
     # While it ran, /info/ showed what MONAI Label's Slicer plugin reads: epoch k of n, no total_time yet.
     running = [p for p in progress if p.get("status") == "running"]
