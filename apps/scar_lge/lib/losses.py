@@ -222,8 +222,9 @@ LOSSES = {
     "dice_gce": DiceGCE,
     "rule_soft_target": RuleSoftTargetLoss,
 }
-# What the train task and the default-model script use: on real semi-automatic labels no variant beat
-# Dice + CE by more than its seed-to-seed spread (docs/benchmarks/noisy-labels.md).
+# What the train task and the default-model script use: fine-tuned on real 3SD and EWA-family labels no
+# variant beat Dice + CE by more than its seed-to-seed spread; the rule's soft target won only on the
+# under-calling 5SD labels, and saved labels carry no soft target (docs/benchmarks/noisy-labels.md).
 DEFAULT_LOSS = "dice_ce"
 
 
