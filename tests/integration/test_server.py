@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import requests
+import SimpleITK as sitk
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 
@@ -101,6 +102,35 @@ def test_infer_uploaded_emidec_nifti_uses_real_spacing(server, real_data, tmp_pa
         nib.load(str(real_data / "emidec_nifti" / "samplePositive" / "Contours" / "samplePositive.nii.gz")).dataobj
     )
     assert structure_dice(np.asarray(out.dataobj), truth)["lv_wall"] > 0.6
+
+
+def _resampled_in_plane(source, factor: float, out_path) -> str:
+    """The same exam on an in-plane grid ``factor`` times as fine or coarse, same field of view and slices."""
+    image = sitk.ReadImage(str(source))
+    spacing = image.GetSpacing()
+    new_spacing = (spacing[0] * factor, spacing[1] * factor, spacing[2])
+    size = [int(round(image.GetSize()[i] * spacing[i] / new_spacing[i])) for i in range(2)] + [image.GetSize()[2]]
+    resampled = sitk.Resample(
+        image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), new_spacing, image.GetDirection(), 0.0
+    )
+    sitk.WriteImage(resampled, str(out_path))
+    return str(out_path)
+
+
+def test_scar_mass_of_a_real_exam_holds_when_its_grid_is_finer_or_coarser(server, real_data, tmp_path):
+    """EMIDEC exams are 1.25-2 mm in-plane: the same heart resampled to 0.85x and 1.15x spacing keeps its
+    scar mass within 5 % (the network sees every exam on its own 1.5 mm grid; masses use the real one)."""
+    source = real_data / "emidec_nifti" / "samplePositive" / "Images" / "samplePositive.nii.gz"
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+    masses = {}
+    for factor in (1.0, 0.85, 1.15):
+        image = _resampled_in_plane(source, factor, tmp_path / f"samplePositive_{factor}.nii.gz")
+        _, result = client.infer("scar", "", {}, file=image)
+        assert result["spacing_mm"][0] == pytest.approx(1.40625 * factor, rel=1e-3)
+        masses[factor] = result["scar_mass_g"]
+    assert masses[1.0] > 5, masses  # an infarct exam: a real scar to compare
+    for factor in (0.85, 1.15):
+        assert masses[factor] == pytest.approx(masses[1.0], rel=0.05), masses
 
 
 def test_scar_free_study_reports_zero_scar(server, tmp_path):
