@@ -46,6 +46,25 @@ def split_cases(cases: list[str], held_out_fraction: float = 0.2, seed: int = 20
     return sorted(train), sorted(held_out)
 
 
+def kfold_cases(cases: list[str], folds: int = 5, seed: int = 2026) -> list[list[str]]:
+    """Case-level folds for cross-validation, stratified by infarct (P) and normal (N) cases.
+
+    Each case is in exactly one fold; fold sizes differ by at most one case per group. The order is
+    fixed by ``seed``, so every recipe compared by cross-validation is judged on the same folds.
+    """
+    if not 2 <= folds <= len(cases):
+        raise ValueError(f"folds must be between 2 and the number of cases ({len(cases)}), got {folds}")
+    rng = np.random.default_rng(seed)
+    out: list[list[str]] = [[] for _ in range(folds)]
+    offset = 0
+    for group in ("Case_P", "Case_N"):
+        members = sorted(c for c in cases if c.startswith(group))
+        for i, k in enumerate(rng.permutation(len(members))):
+            out[(offset + i) % folds].append(members[k])
+        offset += len(members)  # the next group fills the smaller folds first
+    return [sorted(f) for f in out]
+
+
 def load_emidec_png_case(root: str | Path, case: str, slices: list[Path]) -> Study:
     """One EMIDEC case as a study on the model grid, slices stacked as (H, W, D)."""
     image = np.stack([np.asarray(Image.open(p), np.float32) for p in slices], axis=-1)

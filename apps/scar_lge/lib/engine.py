@@ -152,6 +152,7 @@ def validate(network: ScarNet, studies: Sequence[Study], device: torch.device | 
                 **overlap_dice(overlap),
                 "overlap": overlap,
                 "predicted_scar_ml": float(np.isin(pred, TOTAL_SCAR).sum() * study.voxel_ml),
+                "voxel_ml": study.voxel_ml,
                 "truth_has_scar": bool(np.isin(truth, TOTAL_SCAR).any()),
                 "truth_has_mvo": bool((truth == MVO).any()),
             }

@@ -1,10 +1,14 @@
 """Train the default ``scar`` checkpoint on phantoms plus the EMIDEC cases, and measure it.
 
-20 % of the EMIDEC cases (a fixed, stratified, case-level split) never enter training; the Dice
-printed and written to ``--metrics`` is measured on them.
+By default 20 % of the EMIDEC cases (a fixed, stratified, case-level split) never enter training; the
+Dice printed and written to ``--metrics`` is measured on them. ``--fold i`` instead holds out fold i of
+a stratified ``--folds``-fold case-level split (cross-validation: run every fold, then
+``benchmarks/eval_default_model.py --cv DIR`` summarises them); ``--all-cases`` trains on every case.
 
     python apps/scar_lge/scripts/train_default_model.py --real ../shared/real \
         --out apps/scar_lge/model/scar.pt --metrics docs/default-model-metrics.json
+    python apps/scar_lge/scripts/train_default_model.py --real ../shared/real --fold 0 \
+        --out /tmp/cv/fold0.pt --metrics /tmp/cv/fold0.json
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.datasets import emidec_png_cases, load_emidec_png_case, phantom_studies, split_cases  # noqa: E402
+from lib.datasets import (  # noqa: E402
+    emidec_png_cases,
+    kfold_cases,
+    load_emidec_png_case,
+    phantom_studies,
+    split_cases,
+)
 from lib.engine import load_study, train, validate  # noqa: E402
 from lib.losses import describe_loss  # noqa: E402
 from lib.metrics import pooled_dice, summarise_cases  # noqa: E402
@@ -49,12 +59,27 @@ def main() -> None:
     parser.add_argument(
         "--limit-cases", type=int, default=0, help="use only this many EMIDEC training cases (smoke runs)"
     )
+    held_out_choice = parser.add_mutually_exclusive_group()
+    held_out_choice.add_argument("--fold", type=int, help="hold out this fold of --folds (0-based): cross-validation")
+    held_out_choice.add_argument(
+        "--all-cases", action="store_true", help="train on every EMIDEC case (the figures then come from CV)"
+    )
+    parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     root = Path(args.real) / "emidec_png"
     cases = emidec_png_cases(root)
-    train_cases, held_out = split_cases(list(cases))
+    if args.fold is not None:
+        folds = kfold_cases(list(cases), args.folds)
+        if not 0 <= args.fold < args.folds:
+            parser.error(f"--fold must be 0-{args.folds - 1}, got {args.fold}")
+        held_out = folds[args.fold]
+        train_cases = sorted(c for c in cases if c not in held_out)
+    elif args.all_cases:
+        train_cases, held_out = sorted(cases), []
+    else:
+        train_cases, held_out = split_cases(list(cases))
     if args.limit_cases:
         train_cases = train_cases[: args.limit_cases]
     start = time.time()
@@ -97,6 +122,9 @@ def main() -> None:
     summary = summarise_cases(results)
     train_info = {
         "emidec_cases": len(train_cases),
+        "split": f"fold {args.fold} of {args.folds}"
+        if args.fold is not None
+        else ("all cases" if args.all_cases else "fixed 20 % hold-out"),
         "phantoms": args.phantoms,
         "epochs": args.epochs,
         "lr": args.lr,
