@@ -5,6 +5,8 @@ from __future__ import annotations
 IMAGE = "image"
 LABEL = "label"
 PRED = "pred"
+# A semi-automatic rule's per-voxel scar probability, carried beside the label for soft-target losses.
+SCAR_PROBABILITY = "scar_probability"
 
 # EMIDEC scheme, so EMIDEC data trains without remapping. MVO (no-reflow) is the dark core of an
 # infarct: it is part of the infarct in every "total scar" figure.

@@ -19,7 +19,7 @@ from monai.losses import DiceCELoss
 from monai.transforms import Compose
 from monai.utils import set_determinism
 
-from .constants import HEART, IMAGE, LABEL, MVO, TOTAL_SCAR
+from .constants import HEART, IMAGE, LABEL, MVO, SCAR_PROBABILITY, TOTAL_SCAR
 from .losses import build_loss
 from .metrics import overlap_dice, structure_overlap, voxel_volume_ml
 from .model import SPEC, ScarNet, crop_at, normalise_intensity
@@ -29,7 +29,6 @@ from .transforms.pipelines import augment_slices, preprocess
 logger = logging.getLogger(__name__)
 
 LOCALISER_FOV_VOX = (256, 256)  # 384 mm at the model spacing: a whole adult chest
-SCAR_PROBABILITY = "scar_probability"
 
 
 @dataclass

@@ -51,6 +51,8 @@ class DiceKLLoss(nn.Module):
     Shape: logits (B, C, *spatial); label (B, 1, *spatial) with integer values in [0, C).
     """
 
+    needs_scar_probability = False
+
     def __init__(
         self,
         num_classes: int,
@@ -74,8 +76,6 @@ class DiceKLLoss(nn.Module):
         self.smoothing, self.sigma_vox = smoothing, sigma_vox
         self.dice = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=False)
 
-    needs_scar_probability = False
-
     def kl(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean per-pixel KL(q || softmax(logits)) for a given soft target q of the logits' shape."""
         if target.shape != logits.shape:
@@ -97,6 +97,11 @@ class DiceKLLoss(nn.Module):
         return loss
 
 
+def _check_classes(num_classes: int) -> None:
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
+
+
 def _check_shapes(logits: torch.Tensor, label: torch.Tensor, num_classes: int) -> None:
     if logits.shape[1] != num_classes:
         raise ValueError(f"logits must have {num_classes} channels, got {logits.shape[1]}.")
@@ -114,7 +119,9 @@ def rule_target(label: torch.Tensor, scar_probability: torch.Tensor, num_classes
     with :math:`s_i` the rule's scar probability (``lib.semiauto``: a sigmoid of the distance from
     the threshold in remote SDs, or EWA's partial-volume weight), :math:`e_c` the one-hot vector of
     class c. The wall's outline (the annotator's) and MVO stay hard; only how much of a wall voxel is
-    scar is uncertain, and by as much as the rule was unsure.
+    scar is soft. For n-SD and FWHM, :math:`s_i` is on the same side of 0.5 as the hard label; EWA's
+    weight is a partial-volume share and may disagree with it (a scar voxel with w < 0.5, a rim voxel
+    labelled myocardium with w up to 1).
 
     Shape: label (B, 1, *spatial) integer classes; scar_probability (B, 1, *spatial) in [0, 1]
     -> q (B, C, *spatial).
@@ -150,6 +157,7 @@ class DiceCE(nn.Module):
 
     def __init__(self, num_classes: int):
         super().__init__()
+        _check_classes(num_classes)
         self.num_classes = num_classes
         self.loss = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
 
@@ -165,8 +173,8 @@ class DiceGCE(nn.Module):
         L = L_{Dice}(p, y) + \frac{1}{N} \sum_i \frac{1 - p_{i, y_i}^{\,q}}{q}, \quad p = \mathrm{softmax}(z)
 
     The GCE term is bounded in :math:`[0, 1/q]`: a voxel whose label is wrong cannot pull harder than
-    :math:`1/q`, where cross-entropy (the limit :math:`q \to 0`) grows without bound; :math:`q = 1`
-    is the mean absolute error. Dice as in :class:`DiceCE`.
+    :math:`1/q`, where cross-entropy (the limit :math:`q \to 0`) grows without bound; at :math:`q = 1`
+    it is half the mean absolute error between p and the one-hot label. Dice as in :class:`DiceCE`.
 
     Shape: logits (B, C, *spatial); label (B, 1, *spatial) integer classes.
     """
@@ -175,6 +183,7 @@ class DiceGCE(nn.Module):
 
     def __init__(self, num_classes: int, *, q: float = 0.7):
         super().__init__()
+        _check_classes(num_classes)
         if not 0 < q <= 1:
             raise ValueError(f"q must be in (0, 1], got {q}.")
         self.num_classes, self.q = num_classes, q
@@ -205,6 +214,7 @@ class RuleSoftTargetLoss(nn.Module):
 
     def __init__(self, num_classes: int):
         super().__init__()
+        _check_classes(num_classes)
         self.num_classes = num_classes
         self.dice = DiceLoss(include_background=False, softmax=True, batch=True)
 
@@ -237,5 +247,7 @@ def build_loss(name: str = DEFAULT_LOSS, num_classes: int = NUM_CLASSES) -> nn.M
 
 def describe_loss(name: str = DEFAULT_LOSS) -> str:
     """One line naming a loss and its class's summary, for a checkpoint's provenance."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSSES)}.")
     cls = LOSSES[name]
     return f"{name}: {cls.__doc__.strip().splitlines()[0]} (lib/losses.py)"

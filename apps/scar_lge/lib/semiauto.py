@@ -50,7 +50,7 @@ class RemoteRegion:
     and puts the threshold too high. A slice whose sector holds too few voxels uses the pooled figures.
     """
 
-    start_deg: list[float | None]  # per slice; None where the slice has no wall
+    start_deg: list[float | None]  # per slice; None where it has no wall or no sector of enough voxels
     width_deg: float
     mean: list[float]
     sd: list[float]
@@ -183,8 +183,9 @@ def _dark_cores(scar: np.ndarray, wall: np.ndarray, cavity: np.ndarray, min_voxe
     """Wall left unlabelled but enclosed, slice by slice, by scar and blood pool: MVO, the no-reflow core.
 
     MVO is infarct whose capillaries are obstructed, so gadolinium never reaches it and it stays dark
-    inside bright scar; a threshold alone calls it normal myocardium. Normal myocardium always reaches
-    the epicardial border, so it is never enclosed.
+    inside bright scar; a threshold alone calls it normal myocardium. The rule presumes that normal
+    myocardium reaches the epicardial border, so it is not enclosed; a scar ring closed only through a
+    diagonal step counts as enclosing (holes are filled with 4-connected background).
     """
     cores = np.zeros_like(scar)
     for k in range(scar.shape[-1]):
@@ -376,7 +377,8 @@ def ewa_scar(
        (0) and the wall's 95th percentile; the classes' means :math:`\mu_n < \mu_e` come out.
     2. Partial-volume weight per voxel, the share of it that is infarct:
        :math:`w_i = \mathrm{clip}\big((z_i - \mu_n) / (\mu_e - \mu_n), 0, 1\big)`.
-    3. Scar core: voxels whose EM posterior of the enhanced class exceeds 0.5; then the a priori rules:
+    3. Scar core: voxels whose EM posterior of the enhanced class exceeds 0.5 and that are brighter than
+       :math:`\mu_n` (a very dark voxel can fall to the broader class); then the a priori rules:
        in-plane components under ``min_scar_area_mm2`` are dropped, only components touching the
        endocardium are kept, and dark cores enclosed by scar become MVO (counted as infarct).
     4. No scar when :math:`\mu_e - \mu_n < 3` (the mixture only split normal myocardium in two).
