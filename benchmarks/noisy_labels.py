@@ -39,7 +39,7 @@ from lib.engine import Study, load_study, predict_label, train  # noqa: E402
 from lib.losses import LOSSES, build_loss  # noqa: E402
 from lib.metrics import dice, voxel_volume_ml  # noqa: E402
 from lib.model import build_network, load_checkpoint  # noqa: E402
-from lib.semiauto import ewa_scar, fwhm_scar, nsd_scar  # noqa: E402
+from lib.semiauto import SemiAutoError, ewa_scar, fwhm_scar, nsd_scar  # noqa: E402
 
 logger = logging.getLogger("noisy_labels")
 
@@ -62,6 +62,15 @@ def _git_commit() -> str:
     except OSError:
         return "unknown"
     return done.stdout.strip() or "unknown"
+
+
+def _make(rule: str, image: np.ndarray, expert: np.ndarray, case: str, refused: dict):
+    """The rule's label of one exam, or None (recorded in ``refused``) when the rule refuses the exam."""
+    try:
+        return RULES[rule](image, expert)
+    except SemiAutoError as e:
+        refused.setdefault(rule, {})[case] = str(e)
+        return None
 
 
 def read_case(root: Path, slices: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -391,13 +400,15 @@ def main() -> None:
     training: dict[str, list[Study]] = {"expert": []}
     training.update({r: [] for r in rules})
     label_agreement: dict[str, dict] = {r: {"per_case": {}} for r in rules}
+    refused: dict[str, dict[str, str]] = {}
     for case in train_cases:
         image, expert = read_case(root, cases[case])
         training["expert"].append(as_study(case, image, expert, None))
         for r in rules:
-            made = RULES[r](image, expert)
-            training[r].append(as_study(case, image, made.label, made.scar_probability))
-            label_agreement[r]["per_case"][case] = judge(made.label, expert, voxel_ml)
+            made = _make(r, image, expert, case, refused)
+            if made is not None:
+                training[r].append(as_study(case, image, made.label, made.scar_probability))
+                label_agreement[r]["per_case"][case] = judge(made.label, expert, voxel_ml)
     test = []
     references = {}
     for case in test_cases:
@@ -405,18 +416,28 @@ def main() -> None:
         study = as_study(case, image, expert, None)
         test.append((case, study, study.label[0].numpy()))
         for r in rules:
-            made = RULES[r](image, expert)
-            references.setdefault(f"{r} labels themselves", {"per_case": {}})["per_case"][case] = judge(
-                made.label, expert, voxel_ml
-            )
+            made = _make(r, image, expert, case, refused)
+            if made is not None:
+                references.setdefault(f"{r} labels themselves", {"per_case": {}})["per_case"][case] = judge(
+                    made.label, expert, voxel_ml
+                )
     logger.info(
         "labels made for %d training and %d test exams in %.0f s", len(train_cases), len(test), time.time() - start
     )
     agreement_train = {
         r: float(np.mean([c["scar"] for c in v["per_case"].values() if c["has_scar"]]))
         for r, v in label_agreement.items()
+        if any(c["has_scar"] for c in v["per_case"].values())
     }
     logger.info("rule labels vs expert on the training exams, infarct Dice: %s", agreement_train)
+    for r, exams in refused.items():
+        logger.info("%s refused %d exams, e.g. %s", r, len(exams), next(iter(exams.values())))
+    # A rule that refuses most exams would train on a biased remainder (FWHM keeps only scar-free ones on
+    # EMIDEC's offset 8-bit images), so it is reported, not trained.
+    trainable = {"expert", *(r for r in rules if len(refused.get(r, {})) * 2 <= len(train_cases) + len(test))}
+    for r in sorted(set(rules) - trainable):
+        logger.info("%s is not trained: it refused %d of %d exams", r, len(refused[r]), len(train_cases) + len(test))
+        references.pop(f"{r} labels themselves", None)
 
     arms = [{"arm": "base (no fine-tuning)", "rule": None, "loss": None, "seed": 0}]
     for seed in range(args.seeds):
@@ -427,12 +448,18 @@ def main() -> None:
                 {"arm": f"{r} / {loss}", "rule": r, "loss": loss, "seed": seed} for loss in args.other_losses.split(",")
             ]
 
+    arms = [a for a in arms if a["rule"] is None or a["rule"] in trainable]
+    planned = {(a["arm"], a["seed"]) for a in arms}
     runs_path = out / "runs.jsonl"
     done = []
     if runs_path.exists():
         done = [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()]
     settings = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "base": str(args.base)}
-    done = [r for r in done if r.get("settings") == settings and r.get("test_cases") == test_cases]
+    done = [
+        r
+        for r in done
+        if r.get("settings") == settings and r.get("test_cases") == test_cases and (r["arm"], r["seed"]) in planned
+    ]
     have = {(r["arm"], r["seed"]) for r in done}
     for arm in arms:
         if (arm["arm"], arm["seed"]) in have:
@@ -466,6 +493,7 @@ def main() -> None:
         "test_cases": test_cases,
         "settings": settings,
         "rule_labels_vs_expert_train_infarct_dice": agreement_train,
+        "refused_exams": {r: {"count": len(v), "exams": v} for r, v in refused.items()},
         "summary": summary,
         "paired_infarct_dice_vs_dice_ce": paired,
         "this_invocation_seconds": round(time.time() - start, 1),

@@ -322,12 +322,25 @@ def test_fwhm_gives_a_normal_heart_no_scar_and_says_why(noise_sd):
     assert "no enhanced core" in result.method["no_scar_reason"]
 
 
+def _nulled(image, enhanced):
+    """Remote myocardium well under half the scar's brightness, as FWHM presumes (nulled, magnitude LGE)."""
+    image = image.copy()
+    image[WALL & ~enhanced] -= 40.0
+    return image
+
+
 def test_fwhm_on_a_noisy_infarct_uses_half_the_enhancement():
-    result = fwhm_scar(_image(ENHANCED["transmural"]), _label())
+    result = fwhm_scar(_nulled(_image(ENHANCED["transmural"]), ENHANCED["transmural"]), _label())
     assert result.method["maximum"] == pytest.approx(ENHANCED_I, abs=3 * NOISE_SD)
     assert result.method["threshold"] == pytest.approx(0.5 * result.method["maximum"], abs=1e-3)
     assert "no_scar_reason" not in result.method
     assert np.all(_infarct(result)[ENHANCED["transmural"]])
+
+
+def test_fwhm_refuses_an_image_whose_myocardium_is_not_nulled_near_zero():
+    # Remote 100, scar 200: half the maximum is the remote mean itself, so FWHM would mark half the wall.
+    with pytest.raises(SemiAutoError, match="FWHM does not apply"):
+        fwhm_scar(_image(ENHANCED["transmural"]), _label())
 
 
 # --- EWA family ----------------------------------------------------------------------------------
@@ -418,6 +431,8 @@ def test_ewa_repeats_with_a_seed():
 def test_outputs_lie_on_the_input_grid_and_change_only_the_wall(rule, kind):
     enhanced = ENHANCED.get(kind)
     image, label = _image(enhanced), _label()
+    if rule == "fwhm" and enhanced is not None:
+        image = _nulled(image, enhanced)
     image_before, label_before = image.copy(), label.copy()
     result = METHODS[rule](image, label)
     assert np.array_equal(image, image_before) and np.array_equal(label, label_before)  # inputs untouched

@@ -29,6 +29,9 @@ MIN_REMOTE_VOXELS = 10
 # FWHM needs an enhanced core to take half of; below this many remote SDs the brightest wall voxel is
 # partial volume with blood or noise, not scar (a normal heart would otherwise get half its wall).
 FWHM_MIN_CORE_SD = 5.0
+# ... and half of that core must itself stand clear of remote myocardium, or the image's intensity scale
+# does not start near zero for nulled myocardium and "half the maximum" means nothing.
+FWHM_MIN_THRESHOLD_SD = 2.0
 # EWA-family a priori rules: the enhanced class must stand clearly above remote (two Gaussians fitted
 # to one normal distribution sit about 1.6 SD apart); isolated specks are not infarct.
 EM_MIN_SEPARATION_SD = 3.0
@@ -327,8 +330,13 @@ def fwhm_scar(
     :math:`I_{max}` is less than 5 remote SDs above its slice's remote mean there is no enhanced core
     and no scar (FWHM presumes one; on a normal heart it would mark half the wall).
 
+    FWHM also presumes that nulled myocardium sits near zero intensity, as in a magnitude LGE image.
+    Where half the maximum is not at least 2 remote SDs above the remote mean (an offset or windowed
+    export, such as EMIDEC's 8-bit PNGs), half the maximum cannot separate scar from myocardium and
+    the rule refuses the study instead of marking most of the wall.
+
     Raises:
-        SemiAutoError: no wall, mismatched grids, or a bad remote region.
+        SemiAutoError: no wall, mismatched grids, a bad remote region, or an image FWHM cannot read.
     """
     image, label, wall = _check(image, label)
     region = _remote(image, label, remote)
@@ -355,6 +363,13 @@ def fwhm_scar(
             label, wall, np.zeros_like(wall), np.zeros_like(image), method, fill_mvo=fill_mvo, spacing_mm=spacing_mm
         )
     threshold = 0.5 * peak
+    threshold_sd = float(region.z_scores(np.full(image.shape[-1], threshold))[peak_at[-1]])
+    if threshold_sd < FWHM_MIN_THRESHOLD_SD:
+        raise SemiAutoError(
+            f"FWHM does not apply to this image: half the maximum ({threshold:.4g}) is only {threshold_sd:.1f} "
+            f"remote SDs above remote myocardium (at least {FWHM_MIN_THRESHOLD_SD:g} needed), so nulled "
+            "myocardium is not near zero intensity here (an offset or windowed export); use scar_nsd or scar_ewa"
+        )
     method["threshold"] = round(threshold, 4)
     soft = _sigmoid((image - threshold) / np.asarray(region.sd, np.float32))
     return _finish(label, wall, wall & (image >= threshold), soft, method, fill_mvo=fill_mvo, spacing_mm=spacing_mm)
