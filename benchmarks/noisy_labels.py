@@ -454,7 +454,15 @@ def main() -> None:
     done = []
     if runs_path.exists():
         done = [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()]
-    settings = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "base": str(args.base)}
+    # Judged as inference answers; runs judged before flip averaging became the default lack the key
+    # and are not mixed with newer ones.
+    settings = {
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "base": str(args.base),
+        "judged_with_flip_tta": True,
+    }
     done = [
         r
         for r in done

@@ -51,3 +51,17 @@ def test_mc_dropout_samples_differ_but_eval_is_deterministic():
         assert torch.equal(net.segment(x), net.segment(x))
         enable_mc_dropout(net)
         assert not torch.equal(net.segment(x), net.segment(x))
+
+
+def test_flip_averaged_probabilities_do_not_depend_on_how_the_plane_was_displayed():
+    torch.manual_seed(0)
+    network = build_network().eval()
+    crops = torch.rand(2, 1, *SPEC.roi_size_vox)
+    with torch.no_grad():
+        probs = network.segment_probs(crops)
+        plain = network.segment_probs(crops, flip_tta=False)
+        for dims in ((2,), (3,), (2, 3)):
+            assert torch.allclose(network.segment_probs(crops.flip(dims)).flip(dims), probs, atol=1e-5)
+        # without averaging a random network's answer does change with the flip
+        assert not torch.allclose(network.segment_probs(crops.flip(3), flip_tta=False).flip(3), plain, atol=1e-3)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(2, *SPEC.roi_size_vox), atol=1e-5)

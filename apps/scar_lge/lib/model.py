@@ -122,6 +122,10 @@ SEGMENTER_ARGS = {
 }
 
 
+# The flips of a crop (N, C, H, W) besides the identity: rows, columns, both.
+FLIP_DIMS = ((2,), (3,), (2, 3))
+
+
 class ScarNet(nn.Module):
     """Heart localiser plus in-crop segmenter, the two-stage design of the source method.
 
@@ -154,13 +158,29 @@ class ScarNet(nn.Module):
         """Segmenter logits. Shape: (N, 1, *roi_size_vox) -> (N, NUM_CLASSES, *roi_size_vox)."""
         return self.segmenter(crops)
 
+    def segment_probs(self, crops: torch.Tensor, *, flip_tta: bool = True) -> torch.Tensor:
+        """Class probabilities of crops, averaged over the four in-plane flips when ``flip_tta``.
+
+        Flip test-time augmentation: the answer no longer depends on which way the short-axis plane
+        was displayed, and on the shipped model's 13 held-out EMIDEC exams it raised infarct Dice from
+        0.537 to 0.558 and wall Dice from 0.824 to 0.832 (docs/model-card.md).
+
+        Shape: (N, 1, *roi_size_vox) -> (N, NUM_CLASSES, *roi_size_vox).
+        """
+        total = torch.softmax(self.segment(crops).float(), dim=1)
+        if not flip_tta:
+            return total
+        for dims in FLIP_DIMS:
+            total = total + torch.softmax(self.segment(crops.flip(dims)).float(), dim=1).flip(dims)
+        return total / (1 + len(FLIP_DIMS))
+
     def locate(self, volume: torch.Tensor) -> tuple[tuple[int, int], bool]:
         """Heart centre of one study (see :func:`heart_center`). Shape: volume (1, H, W, D)."""
         with torch.no_grad(), torch.autocast(volume.device.type, dtype=torch.bfloat16, enabled=volume.is_cuda):
             return heart_center(self.localise(volume.permute(3, 0, 1, 2)))
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Class probabilities on the input grid.
+    def forward(self, image: torch.Tensor, *, flip_tta: bool = True) -> torch.Tensor:
+        """Class probabilities on the input grid, flip-averaged unless ``flip_tta`` is False.
 
         Shape: image (B, 1, H, W, D), a normalised study on the model's in-plane grid ->
         probs (B, NUM_CLASSES, H, W, D).
@@ -174,7 +194,7 @@ class ScarNet(nn.Module):
                 if not found:
                     logger.warning("No heart found by the localiser; segmenting the image centre")
                 crops = normalise_intensity(crop_at(slices, center, SPEC.roi_size_vox))
-                probs = torch.softmax(self.segment(crops).float(), dim=1)
+                probs = self.segment_probs(crops, flip_tta=flip_tta)
                 out.append(paste_at(probs, center, (h, w)).permute(1, 2, 3, 0))
         return torch.stack(out)
 

@@ -77,7 +77,8 @@ class MyocardialUncertainty:
         image = self._preprocess({IMAGE: image_path})[IMAGE].as_tensor()[None].to(self.device)
         enable_mc_dropout(network)
         with torch.no_grad():
-            probs = torch.cat([network(image) for _ in range(self.samples)]).float().cpu()  # (T, C, H, W, D)
+            # Dropout alone makes the samples differ; flip averaging would only multiply the cost by 4.
+            probs = torch.cat([network(image, flip_tta=False) for _ in range(self.samples)]).float().cpu()
         network.eval()
         wall_prob = probs[:, list(LV_WALL)].sum(dim=1)  # (T, H, W, D)
         region = (wall_prob > 0.5).any(dim=0).numpy()
