@@ -26,7 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "apps" / "scar_lge"))
 
 from lib.constants import MYOCARDIUM_DENSITY_G_PER_ML, TOTAL_SCAR  # noqa: E402
-from lib.datasets import emidec_png_cases, load_emidec_png_case, phantom_studies, split_cases  # noqa: E402
+from lib.datasets import (  # noqa: E402
+    emidec_png_cases,
+    kfold_cases,
+    load_emidec_png_case,
+    phantom_studies,
+    split_cases,
+)
 from lib.engine import predict_label, validate  # noqa: E402
 from lib.metrics import summarise_cases  # noqa: E402
 from lib.model import build_network, default_device, load_checkpoint  # noqa: E402
@@ -72,19 +78,51 @@ def cv_summary(folds: list[list[dict]]) -> dict:
     return out
 
 
+def cross_validation(folder: Path, real: str | None, n_folds: int, parser) -> dict:
+    """The CV table of fold models (``--real``: re-judged, with and without flip averaging) or their metrics."""
+    if real is None:
+        files = sorted(folder.glob("fold*.json"))
+        if not files:
+            parser.error(f"no fold*.json in {folder}")
+        folds = [json.loads(f.read_text())["held_out_per_case"] for f in files]
+        return {"files": [f.name for f in files], **cv_summary(folds)}
+    root = Path(real) / "emidec_png"
+    cases = emidec_png_cases(root)
+    splits = kfold_cases(list(cases), n_folds)
+    checkpoints = sorted(folder.glob("fold*.pt"))
+    if not checkpoints:
+        parser.error(f"no fold*.pt in {folder}")
+    device = default_device()
+    judged: dict[str, list[list[dict]]] = {"flip_tta": [], "single_pass": []}
+    for checkpoint in checkpoints:
+        k = int(checkpoint.stem.removeprefix("fold"))
+        network = build_network()
+        load_checkpoint(network, str(checkpoint))
+        network.to(device).eval()
+        studies = [load_emidec_png_case(root, c, cases[c]) for c in splits[k]]
+        judged["flip_tta"].append(validate(network, studies, device, flip_tta=True))
+        judged["single_pass"].append(validate(network, studies, device, flip_tta=False))
+    return {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.machine()})",
+        "checkpoints": [c.name for c in checkpoints],
+        **{name: cv_summary(folds) for name, folds in judged.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", help="the shared real-data folder (holds emidec_png/)")
     parser.add_argument("--model", default=str(ROOT / "apps" / "scar_lge" / "model" / "scar.pt"))
     parser.add_argument("--json", help="also write the figures here")
-    parser.add_argument("--cv", help="summarise the fold*.json metrics in this folder instead")
+    parser.add_argument(
+        "--cv",
+        help="summarise a cross-validation instead: with --real, re-judge each fold<K>.pt in this folder on its "
+        "held-out fold with and without flip averaging; without, summarise the fold<K>.json metrics",
+    )
+    parser.add_argument("--folds", type=int, default=5, help="the --folds the fold models were trained with")
     args = parser.parse_args()
     if args.cv:
-        files = sorted(Path(args.cv).glob("fold*.json"))
-        if not files:
-            parser.error(f"no fold*.json in {args.cv}")
-        folds = [json.loads(f.read_text())["held_out_per_case"] for f in files]
-        print(json.dumps({"files": [f.name for f in files], **cv_summary(folds)}, indent=2))
+        print(json.dumps(cross_validation(Path(args.cv), args.real, args.folds, parser), indent=2))
         return
     device = default_device()
 

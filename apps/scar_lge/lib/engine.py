@@ -125,7 +125,9 @@ class SliceDataset(Dataset):
         return {key: torch.as_tensor(v).float() for key, v in sample.items()}
 
 
-def predict_label(network: ScarNet, image: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+def predict_label(
+    network: ScarNet, image: torch.Tensor, device: torch.device | str = "cpu", *, flip_tta: bool = True
+) -> torch.Tensor:
     """Label a (1, H, W, D) study on the model grid exactly as inference does, before inversion.
 
     Puts ``network`` in eval mode: a freshly built or loaded network is in train mode, and its dropout
@@ -133,16 +135,18 @@ def predict_label(network: ScarNet, image: torch.Tensor, device: torch.device | 
     """
     network.eval()
     with torch.no_grad():
-        probs = network(image[None].to(device))[0]
+        probs = network(image[None].to(device), flip_tta=flip_tta)[0]
     return AnatomicalCleanup()(probs.argmax(dim=0, keepdim=True).cpu())
 
 
-def validate(network: ScarNet, studies: Sequence[Study], device: torch.device | str = "cpu") -> list[dict]:
+def validate(
+    network: ScarNet, studies: Sequence[Study], device: torch.device | str = "cpu", *, flip_tta: bool = True
+) -> list[dict]:
     """Per-study Dice and voxel overlap of each clinical structure, and predicted scar volume, in eval mode."""
     network.eval()
     results = []
     for study in studies:
-        pred = predict_label(network, study.image, device)[0].numpy()
+        pred = predict_label(network, study.image, device, flip_tta=flip_tta)[0].numpy()
         truth = study.label[0].numpy()
         overlap = structure_overlap(pred, truth)  # pooled Dice sums these over the set
         results.append(
