@@ -28,16 +28,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps" / "scar_lge"))
 
-from lib.constants import LV_WALL, MVO, MYOCARDIUM_DENSITY_G_PER_ML, SCAR, TOTAL_SCAR  # noqa: E402
-from lib.datasets import EMIDEC_PNG_NOMINAL_SPACING_MM, emidec_png_cases, split_cases  # noqa: E402
-from lib.engine import Study, load_study, predict_label, train  # noqa: E402
+from lib.constants import LV_WALL, MVO, SCAR, TOTAL_SCAR  # noqa: E402
+from lib.datasets import (  # noqa: E402
+    EMIDEC_PNG_NOMINAL_SPACING_MM,
+    emidec_png_cases,
+    emidec_png_study,
+    read_emidec_png_case,
+    split_cases,
+)
+from lib.engine import Study, predict_label, train  # noqa: E402
 from lib.losses import LOSSES, build_loss  # noqa: E402
-from lib.metrics import dice, voxel_volume_ml  # noqa: E402
+from lib.metrics import dice, scar_quantification  # noqa: E402
 from lib.model import build_network, load_checkpoint  # noqa: E402
 from lib.semiauto import SemiAutoError, ewa_scar, fwhm_scar, nsd_scar  # noqa: E402
 
@@ -75,14 +80,11 @@ def _make(rule: str, image: np.ndarray, expert: np.ndarray, case: str, refused: 
 
 def read_case(root: Path, slices: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     """(H, W, D) image and expert label of one EMIDEC PNG exam."""
-    image = np.stack([np.asarray(Image.open(p), np.float32) for p in slices], axis=-1)
-    label = np.stack([np.asarray(Image.open(root / "labels" / p.name), np.uint8) for p in slices], axis=-1)
-    return image, label
+    return read_emidec_png_case(root, slices[0].stem, slices)
 
 
 def as_study(name: str, image: np.ndarray, label: np.ndarray, scar_probability: np.ndarray | None) -> Study:
-    affine = np.diag([*EMIDEC_PNG_NOMINAL_SPACING_MM, 1.0])
-    study = load_study(image, label, name=name, affine=affine)
+    study = emidec_png_study(name, image, label)
     if scar_probability is not None:
         # Same grid as the label (the nominal spacing is the model's, so preprocessing does not resample).
         soft = torch.as_tensor(scar_probability, dtype=torch.float32)[None]
@@ -92,17 +94,21 @@ def as_study(name: str, image: np.ndarray, label: np.ndarray, scar_probability: 
     return study
 
 
-def figures(label: np.ndarray, voxel_ml: float) -> dict:
-    """Scar and LV masses (nominal g) and scar % of LV mass of one label."""
-    wall = float(np.isin(label, LV_WALL).sum() * voxel_ml * MYOCARDIUM_DENSITY_G_PER_ML)
-    scar = float(np.isin(label, TOTAL_SCAR).sum() * voxel_ml * MYOCARDIUM_DENSITY_G_PER_ML)
+def figures(label: np.ndarray) -> dict:
+    """Scar and LV masses (nominal g) and scar % of LV mass of one label (``lib.metrics.scar_quantification``)."""
+    q = scar_quantification(label, EMIDEC_PNG_NOMINAL_SPACING_MM)
     # No wall, no share of it: NaN keeps a failed exam out of the means instead of breaking them.
-    return {"lv_g": wall, "scar_g": scar, "scar_pct": 100.0 * scar / wall if wall else float("nan")}
+    pct = q["scar_percent_lv_mass"]
+    return {
+        "lv_g": q["lv_myocardial_mass_g"],
+        "scar_g": q["scar_mass_g"],
+        "scar_pct": float("nan") if pct is None else pct,
+    }
 
 
-def judge(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:
+def judge(pred: np.ndarray, truth: np.ndarray) -> dict:
     """Per-exam scores of one label against the expert's."""
-    p, t = figures(pred, voxel_ml), figures(truth, voxel_ml)
+    p, t = figures(pred), figures(truth)
     return {
         "wall": dice(np.isin(pred, LV_WALL), np.isin(truth, LV_WALL)),
         "scar": dice(np.isin(pred, TOTAL_SCAR), np.isin(truth, TOTAL_SCAR)),
@@ -137,7 +143,7 @@ def run_arm(arm: dict, studies: list[Study], test: list[tuple[str, Study, np.nda
     per_case, predictions = {}, {}
     for name, study, truth in test:
         pred = predict_label(network, study.image, args.device)[0].numpy()
-        per_case[name] = judge(pred, truth, study.voxel_ml)
+        per_case[name] = judge(pred, truth)
         predictions[name] = pred.astype(np.uint8)
     if arm["seed"] == 0:  # kept for the overlay figure
         np.savez_compressed(
@@ -395,7 +401,6 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     commit = _git_commit()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    voxel_ml = voxel_volume_ml(EMIDEC_PNG_NOMINAL_SPACING_MM)
     rules = [args.rule, *other_rules]
     training: dict[str, list[Study]] = {"expert": []}
     training.update({r: [] for r in rules})
@@ -408,7 +413,7 @@ def main() -> None:
             made = _make(r, image, expert, case, refused)
             if made is not None:
                 training[r].append(as_study(case, image, made.label, made.scar_probability))
-                label_agreement[r]["per_case"][case] = judge(made.label, expert, voxel_ml)
+                label_agreement[r]["per_case"][case] = judge(made.label, expert)
     test = []
     references = {}
     for case in test_cases:
@@ -419,7 +424,7 @@ def main() -> None:
             made = _make(r, image, expert, case, refused)
             if made is not None:
                 references.setdefault(f"{r} labels themselves", {"per_case": {}})["per_case"][case] = judge(
-                    made.label, expert, voxel_ml
+                    made.label, expert
                 )
     logger.info(
         "labels made for %d training and %d test exams in %.0f s", len(train_cases), len(test), time.time() - start

@@ -101,9 +101,7 @@ class ScarLGEApp(MONAILabelApp):
             raise HTTPException(status_code=422, detail="give an image id (?image=...) or upload a file (file=@...)")
         if is_name(image):
             path = self.datastore().get_image_uri(image)
-            # The index can outlive a study's file for a moment (a delete racing the folder watcher's
-            # reload); MONAI Label would then take the missing path for an id and answer 422.
-            if not path or not os.path.exists(path):
+            if not path:
                 raise HTTPException(status_code=404, detail=f"unknown image id '{image}'")
             return path
         sessions = self.sessions()

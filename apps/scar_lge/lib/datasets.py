@@ -65,13 +65,23 @@ def kfold_cases(cases: list[str], folds: int = 5, seed: int = 2026) -> list[list
     return [sorted(f) for f in out]
 
 
-def load_emidec_png_case(root: str | Path, case: str, slices: list[Path]) -> Study:
-    """One EMIDEC case as a study on the model grid, slices stacked as (H, W, D)."""
+def read_emidec_png_case(root: str | Path, case: str, slices: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """One EMIDEC case's image and expert label as (H, W, D) arrays, slices stacked in order."""
     image = np.stack([np.asarray(Image.open(p), np.float32) for p in slices], axis=-1)
     label = np.stack([np.asarray(Image.open(Path(root) / "labels" / p.name), np.uint8) for p in slices], axis=-1)
     if label.max() > 4:
         raise ValueError(f"{case}: label values must be 0-4, got max {label.max()}")
+    return image, label
+
+
+def emidec_png_study(case: str, image: np.ndarray, label: np.ndarray) -> Study:
+    """(H, W, D) EMIDEC arrays (any label of them) as a study on the model grid, at the nominal spacing."""
     return load_study(image, label, name=case, affine=np.diag([*EMIDEC_PNG_NOMINAL_SPACING_MM, 1.0]))
+
+
+def load_emidec_png_case(root: str | Path, case: str, slices: list[Path]) -> Study:
+    """One EMIDEC case as a study on the model grid, slices stacked as (H, W, D)."""
+    return emidec_png_study(case, *read_emidec_png_case(root, case, slices))
 
 
 def phantom_studies(seeds: range | list[int], workers: int = 0) -> list[Study]:

@@ -81,7 +81,10 @@ class ScarDatastore(LocalDatastore):
             raise as_http(e, "not written") from e
 
     def get_image_uri(self, image_id: str) -> str:
-        return self._inside(super().get_image_uri(self._name("image id", image_id)))
+        uri = self._inside(super().get_image_uri(self._name("image id", image_id)))
+        # The index can outlive a study's file for a moment (a delete racing the folder watcher's
+        # reload): a study whose file is gone is unknown, not a path to hand on.
+        return uri if uri and os.path.exists(uri) else ""
 
     def get_label_uri(self, label_id: str, label_tag: str) -> str:
         self._name("label tag", label_tag)
