@@ -163,6 +163,17 @@ def validate(
     return results
 
 
+def cpu_has_bf16_matrix_units() -> bool:
+    """True on CPUs with AMX tiles, where bf16 autocast trains the segmenter about 1.45x faster than fp32.
+
+    Measured on this project's 2-core Xeon (a 32x128x128 segmenter step: 0.47 s fp32, 0.32 s bf16);
+    without AMX, bf16 on CPU is emulated and slower, so it stays off. The check is a private torch
+    function, hence the guard.
+    """
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(check and check())
+
+
 def train(
     network: ScarNet,
     studies: Sequence[Study],
@@ -177,10 +188,12 @@ def train(
     cosine_schedule: bool = False,
     on_epoch: Callable[[int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    bf16: bool | None = None,
 ) -> list[dict]:
     """Fit localiser and segmenter together; returns one dict of mean losses and seconds per epoch.
 
-    Mixed precision (bf16 autocast) on CUDA; fp32 on CPU. ``cosine_schedule`` decays the learning rate
+    Mixed precision (bf16 autocast) on CUDA; on CPU only when ``bf16`` is True (see
+    :func:`cpu_has_bf16_matrix_units`), else fp32. ``cosine_schedule`` decays the learning rate
     to 2 % of ``lr`` over the run (training from scratch); fine-tuning keeps it constant.
     ``should_stop`` is asked before every step; it may return True (stop after this epoch's record) or
     raise to abandon the run at once.
@@ -189,6 +202,7 @@ def train(
         raise ValueError("train needs at least one labelled study.")
     set_determinism(seed)
     device = torch.device(device)
+    mixed_precision = device.type == "cuda" if bf16 is None else bf16
     network.to(device).train()
     seg_loss = loss if loss is not None else build_loss()
     needs_soft = getattr(seg_loss, "needs_scar_probability", False)
@@ -216,7 +230,7 @@ def train(
                 break
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed_precision):
                 logits, label = network.segment(batch[IMAGE]).float(), batch[LABEL].round().long()
                 if needs_soft:
                     if SCAR_PROBABILITY not in batch:
