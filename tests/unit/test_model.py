@@ -65,3 +65,13 @@ def test_flip_averaged_probabilities_do_not_depend_on_how_the_plane_was_displaye
         # without averaging a random network's answer does change with the flip
         assert not torch.allclose(network.segment_probs(crops.flip(3), flip_tta=False).flip(3), plain, atol=1e-3)
     assert torch.allclose(probs.sum(dim=1), torch.ones(2, *SPEC.roi_size_vox), atol=1e-5)
+
+
+def test_each_slice_sees_its_stack_neighbours_as_channels_repeating_at_the_ends():
+    from lib.model import with_neighbours
+
+    stack = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 2, 2)  # slice k is filled with k
+    context = with_neighbours(stack, 1)
+    assert context.shape == (4, 3, 2, 2)
+    assert context[:, :, 0, 0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
+    assert torch.equal(with_neighbours(stack, 0), stack)

@@ -22,7 +22,7 @@ from monai.utils import set_determinism
 from .constants import HEART, IMAGE, LABEL, MVO, SCAR_PROBABILITY, TOTAL_SCAR
 from .losses import build_loss
 from .metrics import overlap_dice, structure_overlap, voxel_volume_ml
-from .model import SPEC, ScarNet, crop_at, normalise_intensity
+from .model import SPEC, ScarNet, crop_at, normalise_intensity, with_neighbours
 from .transforms.anatomy import AnatomicalCleanup
 from .transforms.pipelines import augment_slices, preprocess
 
@@ -106,7 +106,7 @@ class SliceDataset(Dataset):
         labels = study.label.permute(3, 0, 1, 2).float()
         offset = np.clip(np.random.normal(0, self.jitter_vox, 2), -2.5 * self.jitter_vox, 2.5 * self.jitter_vox)
         center = tuple(int(c + o) for c, o in zip(study.heart_center_vox, offset, strict=True))
-        crops = normalise_intensity(crop_at(slices, center, SPEC.roi_size_vox))
+        crops = with_neighbours(normalise_intensity(crop_at(slices, center, SPEC.roi_size_vox)))
         crop_labels = crop_at(labels, center, SPEC.roi_size_vox)
         h, w = slices.shape[-2:]
         shift = np.random.randint(-24, 25, 2)

@@ -37,6 +37,13 @@ class ModelSpec:
     localiser_downsample: int = 2  # localiser sees a 3 mm grid: the whole chest fits a small net
     percentiles: tuple[float, float] = (0.5, 99.5)
     dropout: float = 0.1
+    # 2.5D input: the segmenter sees this many neighbouring slices on each side as extra channels
+    # (0 = plain 2D). Neighbours are whole slices of the same stack, never interpolated between.
+    context_slices: int = 0
+
+    @property
+    def segmenter_channels(self) -> int:
+        return 1 + 2 * self.context_slices
 
 
 SPEC = ModelSpec()
@@ -63,6 +70,22 @@ def crop_at(slices: torch.Tensor, center_vox: tuple[int, int], size_vox: tuple[i
     padded = F.pad(slices, pad)
     top, left = top + pad[2], left + pad[0]
     return padded[:, :, top : top + size_vox[0], left : left + size_vox[1]]
+
+
+def with_neighbours(crops: torch.Tensor, context: int = SPEC.context_slices) -> torch.Tensor:
+    """Stack each slice with its ``context`` neighbours on either side as channels (2.5D input).
+
+    The first and last slices repeat themselves where the stack ends, so every slice gets the same
+    number of channels; channel ``context`` is the slice itself.
+
+    Shape: (D, 1, H, W), one study's slices in stack order -> (D, 1 + 2 * context, H, W).
+    """
+    if context == 0:
+        return crops
+    depth = crops.shape[0]
+    offsets = torch.arange(-context, context + 1, device=crops.device)
+    index = (torch.arange(depth, device=crops.device)[:, None] + offsets).clamp(0, depth - 1)  # (D, C)
+    return crops[:, 0][index]
 
 
 def paste_at(crop_probs: torch.Tensor, center_vox: tuple[int, int], full_hw: tuple[int, int]) -> torch.Tensor:
@@ -114,7 +137,7 @@ LOCALISER_ARGS = {
 }
 SEGMENTER_ARGS = {
     "spatial_dims": 2,
-    "in_channels": 1,
+    "in_channels": SPEC.segmenter_channels,
     "out_channels": NUM_CLASSES,
     "channels": (16, 32, 64, 128, 256),
     "strides": (2, 2, 2, 2),
@@ -155,7 +178,7 @@ class ScarNet(nn.Module):
         return F.interpolate(probs, scale_factor=SPEC.localiser_downsample, mode="bilinear")[:, 0, :h, :w]
 
     def segment(self, crops: torch.Tensor) -> torch.Tensor:
-        """Segmenter logits. Shape: (N, 1, *roi_size_vox) -> (N, NUM_CLASSES, *roi_size_vox)."""
+        """Segmenter logits. Shape: (N, C, *roi_size_vox) -> (N, NUM_CLASSES, *roi_size_vox), C from SPEC."""
         return self.segmenter(crops)
 
     def segment_probs(self, crops: torch.Tensor, *, flip_tta: bool = True) -> torch.Tensor:
@@ -165,7 +188,7 @@ class ScarNet(nn.Module):
         was displayed, and on the shipped model's 13 held-out EMIDEC exams it raised infarct Dice from
         0.537 to 0.558 and wall Dice from 0.824 to 0.832 (docs/model-card.md).
 
-        Shape: (N, 1, *roi_size_vox) -> (N, NUM_CLASSES, *roi_size_vox).
+        Shape: (N, C, *roi_size_vox) -> (N, NUM_CLASSES, *roi_size_vox), C = ``SPEC.segmenter_channels``.
         """
         total = torch.softmax(self.segment(crops).float(), dim=1)
         if not flip_tta:
@@ -193,7 +216,7 @@ class ScarNet(nn.Module):
                 center, found = self.locate(volume)
                 if not found:
                     logger.warning("No heart found by the localiser; segmenting the image centre")
-                crops = normalise_intensity(crop_at(slices, center, SPEC.roi_size_vox))
+                crops = with_neighbours(normalise_intensity(crop_at(slices, center, SPEC.roi_size_vox)))
                 probs = self.segment_probs(crops, flip_tta=flip_tta)
                 out.append(paste_at(probs, center, (h, w)).permute(1, 2, 3, 0))
         return torch.stack(out)
@@ -226,7 +249,8 @@ def checkpoint_recipe() -> dict:
         "spec": asdict(SPEC),
         "architecture": {"name": "ScarNet", "localiser": LOCALISER_ARGS, "segmenter": SEGMENTER_ARGS},
         "preprocessing": "in-plane resampling to spec.spacing_mm; crop of spec.roi_size_vox at the localised "
-        "heart; robust percentile intensity scaling to [0, 1] (lib/model.normalise_intensity)",
+        "heart; robust percentile intensity scaling to [0, 1] (lib/model.normalise_intensity); "
+        "spec.context_slices neighbours each side as channels (lib/model.with_neighbours)",
     }
     return json.loads(json.dumps(recipe))
 
