@@ -57,6 +57,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=default_device())
     parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        help="bf16 autocast (default: on CUDA, and on CPUs with AMX; --no-bf16 to match fp32 runs)",
+    )
+    parser.add_argument(
         "--limit-cases", type=int, default=0, help="use only this many EMIDEC training cases (smoke runs)"
     )
     held_out_choice = parser.add_mutually_exclusive_group()
@@ -96,7 +101,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     network = build_network()
     # bf16 autocast on CUDA, and on CPUs with bf16 matrix units (AMX), where it trains ~1.45x faster.
-    bf16 = str(args.device).startswith("cuda") or (str(args.device) == "cpu" and cpu_has_bf16_matrix_units())
+    bf16 = args.bf16
+    if bf16 is None:
+        bf16 = str(args.device).startswith("cuda") or (str(args.device) == "cpu" and cpu_has_bf16_matrix_units())
 
     def on_epoch(epoch: int, record: dict) -> None:
         if (epoch + 1) % 25 == 0 and epoch + 1 < args.epochs:
