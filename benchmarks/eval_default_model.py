@@ -17,6 +17,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +26,28 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "apps" / "scar_lge"))
 
-from lib.constants import MYOCARDIUM_DENSITY_G_PER_ML, TOTAL_SCAR  # noqa: E402
+from lib.calibration import (  # noqa: E402
+    INTERVAL_LEVEL,
+    SPECK_AREAS_MM2,
+    Calibration,
+    conformal_quantile,
+    fit_presence,
+    remove_scar_specks,
+    scar_percent_lv,
+)
+from lib.constants import LV_WALL, MYOCARDIUM_DENSITY_G_PER_ML, TOTAL_SCAR  # noqa: E402
 from lib.datasets import (  # noqa: E402
+    EMIDEC_PNG_NOMINAL_SPACING_MM,
     emidec_png_cases,
     kfold_cases,
     load_emidec_png_case,
     phantom_studies,
     split_cases,
 )
-from lib.engine import predict_label, validate  # noqa: E402
-from lib.metrics import summarise_cases  # noqa: E402
-from lib.model import build_network, default_device, load_checkpoint  # noqa: E402
+from lib.engine import judge, predict_label, validate  # noqa: E402
+from lib.metrics import dice, summarise_cases  # noqa: E402
+from lib.model import build_network, checkpoint_recipe, default_device, enable_mc_dropout, load_checkpoint  # noqa: E402
+from lib.transforms.anatomy import AnatomicalCleanup  # noqa: E402
 
 PHANTOM_SEEDS = range(30, 42)
 FALSE_SCAR_G = 1.0  # the clinically visible amount: a normal heart given more than 1 g of scar
@@ -78,34 +90,210 @@ def cv_summary(folds: list[list[dict]]) -> dict:
     return out
 
 
+SPREADS = ("flip_passes", "mc_dropout", "none")  # where an interval's per-study spread comes from
+MC_SAMPLES = 8
+
+
+def _percent(label: np.ndarray) -> float:
+    return scar_percent_lv(label) or 0.0
+
+
+def out_of_fold_predictions(folder: Path, real: str, n_folds: int, parser) -> list[dict]:
+    """Each EMIDEC case predicted by the fold model that never saw it; cached in ``folder/oof.npz``.
+
+    Per case: the expert label, the flip-averaged prediction (as inference labels it, before the
+    calibrated rules), each flip pass's label and :data:`MC_SAMPLES` Monte-Carlo dropout labels.
+    """
+    cache = folder / "oof.npz"
+    if cache.exists():
+        stored = np.load(cache, allow_pickle=True)
+        return list(stored["cases"])
+    root = Path(real) / "emidec_png"
+    cases = emidec_png_cases(root)
+    splits = kfold_cases(list(cases), n_folds)
+    checkpoints = sorted(folder.glob("fold*.pt"))
+    if len(checkpoints) != n_folds:
+        parser.error(f"calibration needs all {n_folds} fold models in {folder}, found {len(checkpoints)}")
+    device = default_device()
+    cleanup = AnatomicalCleanup()
+    out = []
+    for checkpoint in checkpoints:
+        k = int(checkpoint.stem.removeprefix("fold"))
+        network = build_network()
+        load_checkpoint(network, str(checkpoint))
+        network.to(device).eval()
+        for case in splits[k]:
+            study = load_emidec_png_case(root, case, cases[case])
+            image = study.image[None].to(device)
+            with torch.no_grad():
+                passes = network(image, keep_passes=True)[:, 0].float().cpu()  # (P, K, H, W, D)
+                enable_mc_dropout(network)
+                samples = [network(image, flip_tta=False)[0].float().cpu() for _ in range(MC_SAMPLES)]
+                network.eval()
+            labels = lambda probs: np.stack([cleanup(p.argmax(dim=0, keepdim=True))[0].numpy() for p in probs])  # noqa: E731
+            out.append(
+                {
+                    "name": case,
+                    "fold": k,
+                    "voxel_ml": study.voxel_ml,
+                    "truth": study.label[0].numpy().astype(np.uint8),
+                    "pred": labels(passes.mean(dim=0, keepdim=True))[0].astype(np.uint8),
+                    "flip_passes": labels(passes).astype(np.uint8),
+                    "mc_dropout": labels(samples).astype(np.uint8),
+                }
+            )
+    np.savez_compressed(cache, cases=np.array(out, dtype=object))
+    return out
+
+
+def _spacing(case: dict) -> tuple[float, float, float]:
+    return EMIDEC_PNG_NOMINAL_SPACING_MM
+
+
+def _fit(cases: list[dict], spread: str, level: float) -> Calibration:
+    """Choose the speck area, fit scar presence and the interval quantiles on ``cases``.
+
+    The speck area maximises the mean scar Dice over all cases after both rules, a normal case scoring
+    1 when it reads "no scar" and 0 otherwise (ties: the smaller area).
+    """
+    best = None
+    for area in SPECK_AREAS_MM2:
+        cleaned = [remove_scar_specks(c["pred"], _spacing(c), area) for c in cases]
+        intercept, slope = fit_presence([scar_percent_lv(x) for x in cleaned], [_has_scar(c) for c in cases])
+        trial = Calibration(area, intercept, slope, level, 0.0, 0.0)
+        score = float(np.mean([_scar_score(trial.finalise(c["pred"], _spacing(c)).label, c["truth"]) for c in cases]))
+        if best is None or score > best[0] + 1e-9:
+            best = (score, trial)
+    calibration = best[1]
+    percent_scores, mass_scores = [], []
+    for c in cases:
+        predicted, spread_pp, truth_pct, truth_mass_pct = _interval_inputs(calibration, c, spread)
+        floor = calibration.spread_floor_pp
+        percent_scores.append(abs(truth_pct - predicted) / (spread_pp + floor))
+        mass_scores.append(abs(truth_mass_pct - predicted) / (spread_pp + floor))
+    calibration.interval_q_percent = conformal_quantile(percent_scores, level)
+    calibration.interval_q_mass = conformal_quantile(mass_scores, level)
+    return calibration
+
+
+def _has_scar(case: dict) -> bool:
+    return bool(np.isin(case["truth"], TOTAL_SCAR).any())
+
+
+def _scar_score(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Scar Dice; both empty counts 1 (a normal heart read as normal), one empty 0."""
+    return dice(np.isin(pred, TOTAL_SCAR), np.isin(truth, TOTAL_SCAR))
+
+
+def _interval_inputs(calibration: Calibration, case: dict, spread: str) -> tuple[float, float, float, float]:
+    """Predicted scar % LV, its spread, the expert's scar % LV and expert scar mass as % of predicted LV mass."""
+    final = calibration.finalise(case["pred"], _spacing(case)).label
+    predicted = _percent(final)
+    if spread == "none":
+        spread_pp = 0.0
+    else:
+        spread_pp = float(np.std([_percent(calibration.finalise(x, _spacing(case)).label) for x in case[spread]]))
+    truth = case["truth"]
+    predicted_wall = max(int(np.isin(final, LV_WALL).sum()), 1)
+    truth_mass_pct = 100.0 * int(np.isin(truth, TOTAL_SCAR).sum()) / predicted_wall
+    return predicted, spread_pp, _percent(truth), truth_mass_pct
+
+
+def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", level: float = INTERVAL_LEVEL) -> dict:
+    """Leave-one-fold-out figures of the calibrated rules, and the calibration fitted on every case.
+
+    For each fold, the rules are fitted on the other folds' out-of-fold predictions and judged on this
+    one, so every figure below is measured on cases that neither the network nor the rules saw.
+    """
+    judged, presence, coverage = [], [], []
+    chosen_areas = []
+    for k in range(n_folds):
+        fit = _fit([c for c in cases if c["fold"] != k], spread, level)
+        chosen_areas.append(fit.min_scar_area_mm2)
+        fold = []
+        for c in (c for c in cases if c["fold"] == k):
+            reading = fit.finalise(c["pred"], _spacing(c))
+            fold.append(judge(c["name"], reading.label, c["truth"], c["voxel_ml"]))
+            presence.append(
+                {
+                    "name": c["name"],
+                    "truth": _has_scar(c),
+                    "decision": reading.present,
+                    "probability": reading.probability,
+                }
+            )
+            predicted, spread_pp, truth_pct, truth_mass_pct = _interval_inputs(fit, c, spread)
+            low, high = fit.percent_interval(predicted, spread_pp)
+            mass_low, mass_high = fit.mass_interval(predicted, spread_pp, 100.0)  # in % of predicted LV mass
+            coverage.append(
+                {
+                    "name": c["name"],
+                    "infarct": _has_scar(c),
+                    "percent_covered": low <= truth_pct <= high,
+                    "percent_width": high - low,
+                    "mass_covered": mass_low <= truth_mass_pct <= mass_high,
+                }
+            )
+        judged.append(fold)
+    positives = [p for p in presence if p["truth"]]
+    negatives = [p for p in presence if not p["truth"]]
+    infarct_cov = [c for c in coverage if c["infarct"]]
+    figures = {
+        **cv_summary(judged),
+        "speck_area_mm2_chosen_per_fold": chosen_areas,
+        "scar_presence": {
+            "sensitivity": round(sum(p["decision"] for p in positives) / len(positives), 3),
+            "specificity": round(sum(not p["decision"] for p in negatives) / len(negatives), 3),
+            "accuracy": round(sum(p["decision"] == p["truth"] for p in presence) / len(presence), 3),
+            "infarct_cases": len(positives),
+            "normal_cases": len(negatives),
+        },
+        "intervals": {
+            "level": level,
+            "spread": spread,
+            "scar_percent_lv_coverage": round(float(np.mean([c["percent_covered"] for c in coverage])), 3),
+            "scar_percent_lv_coverage_infarct_cases": round(
+                float(np.mean([c["percent_covered"] for c in infarct_cov])), 3
+            ),
+            "scar_mass_coverage": round(float(np.mean([c["mass_covered"] for c in coverage])), 3),
+            "scar_mass_coverage_infarct_cases": round(float(np.mean([c["mass_covered"] for c in infarct_cov])), 3),
+            "median_percent_width_pp": round(float(np.median([c["percent_width"] for c in coverage])), 2),
+            "median_percent_width_pp_infarct_cases": round(
+                float(np.median([c["percent_width"] for c in infarct_cov])), 2
+            ),
+            "cases": len(coverage),
+        },
+    }
+    final = _fit(cases, spread, level)
+    final.cross_validation = figures
+    return {"figures": figures, "calibration": final, "per_case_presence": presence, "per_case_coverage": coverage}
+
+
 def cross_validation(folder: Path, real: str | None, n_folds: int, parser) -> dict:
-    """The CV table of fold models (``--real``: re-judged, with and without flip averaging) or their metrics."""
+    """The CV table of fold models (``--real``: re-judged, with and without flip averaging, and with the
+    calibrated rules fitted leave-one-fold-out) or of their metrics files."""
     if real is None:
         files = sorted(folder.glob("fold*.json"))
         if not files:
             parser.error(f"no fold*.json in {folder}")
         folds = [json.loads(f.read_text())["held_out_per_case"] for f in files]
         return {"files": [f.name for f in files], **cv_summary(folds)}
-    root = Path(real) / "emidec_png"
-    cases = emidec_png_cases(root)
-    splits = kfold_cases(list(cases), n_folds)
-    checkpoints = sorted(folder.glob("fold*.pt"))
-    if not checkpoints:
-        parser.error(f"no fold*.pt in {folder}")
+    cases = out_of_fold_predictions(folder, real, n_folds, parser)
+    raw = [
+        [judge(c["name"], c["pred"], c["truth"], c["voxel_ml"]) for c in cases if c["fold"] == k]
+        for k in range(n_folds)
+    ]
+    single = [
+        [judge(c["name"], c["flip_passes"][0], c["truth"], c["voxel_ml"]) for c in cases if c["fold"] == k]
+        for k in range(n_folds)
+    ]
     device = default_device()
-    judged: dict[str, list[list[dict]]] = {"flip_tta": [], "single_pass": []}
-    for checkpoint in checkpoints:
-        k = int(checkpoint.stem.removeprefix("fold"))
-        network = build_network()
-        load_checkpoint(network, str(checkpoint))
-        network.to(device).eval()
-        studies = [load_emidec_png_case(root, c, cases[c]) for c in splits[k]]
-        judged["flip_tta"].append(validate(network, studies, device, flip_tta=True))
-        judged["single_pass"].append(validate(network, studies, device, flip_tta=False))
     return {
         "device": torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.machine()})",
-        "checkpoints": [c.name for c in checkpoints],
-        **{name: cv_summary(folds) for name, folds in judged.items()},
+        "fold_models": sorted(p.name for p in folder.glob("fold*.pt")),
+        "single_pass": cv_summary(single),
+        "flip_tta": cv_summary(raw),
+        "calibrated": {spread: calibrate(cases, n_folds, spread) for spread in SPREADS},
     }
 
 
@@ -120,9 +308,36 @@ def main() -> None:
         "held-out fold with and without flip averaging; without, summarise the fold<K>.json metrics",
     )
     parser.add_argument("--folds", type=int, default=5, help="the --folds the fold models were trained with")
+    parser.add_argument(
+        "--calibration",
+        help="with --cv and --real: write the rules fitted on every out-of-fold prediction here "
+        "(apps/scar_lge/model/calibration.json ships with the default model)",
+    )
+    parser.add_argument(
+        "--spread", choices=SPREADS, default="flip_passes", help="the intervals' spread for --calibration"
+    )
     args = parser.parse_args()
+    if args.calibration and not (args.cv and args.real):
+        parser.error("--calibration needs --cv and --real")
     if args.cv:
-        print(json.dumps(cross_validation(Path(args.cv), args.real, args.folds, parser), indent=2))
+        report = cross_validation(Path(args.cv), args.real, args.folds, parser)
+        if args.calibration:
+            chosen = report["calibrated"][args.spread]["calibration"]
+            chosen.source = {
+                "fold_models": report["fold_models"],
+                "recipe": checkpoint_recipe(),
+                "spread": args.spread,
+                "command": "benchmarks/eval_default_model.py " + " ".join(sys.argv[1:]),
+                "created": time.strftime("%Y-%m-%d"),
+            }
+            Path(args.calibration).write_text(chosen.to_json() + "\n")
+        for figures in report.get("calibrated", {}).values():
+            figures["calibration"] = asdict(figures["calibration"])
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        for figures in report.get("calibrated", {}).values():  # the per-case lists stay in --json
+            figures.pop("per_case_presence"), figures.pop("per_case_coverage")
+        print(json.dumps(report, indent=2))
         return
     device = default_device()
 

@@ -75,3 +75,15 @@ def test_each_slice_sees_its_stack_neighbours_as_channels_repeating_at_the_ends(
     assert context.shape == (4, 3, 2, 2)
     assert context[:, :, 0, 0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
     assert torch.equal(with_neighbours(stack, 0), stack)
+
+
+def test_the_flip_passes_average_to_the_answer():
+    torch.manual_seed(0)
+    network = build_network().eval()
+    image = torch.rand(1, 1, 80, 72, 3)
+    with torch.no_grad():
+        passes = network(image, keep_passes=True)
+        assert passes.shape == (4, 1, 5, 80, 72, 3)
+        assert torch.allclose(passes.mean(dim=0), network(image), atol=1e-6)
+        assert not torch.allclose(passes[0], passes[1], atol=1e-4)  # each pass is its own flip
+        assert network(image, flip_tta=False, keep_passes=True).shape == (1, 1, 5, 80, 72, 3)

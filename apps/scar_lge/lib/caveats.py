@@ -42,6 +42,10 @@ WARNING_CODES: dict[str, str] = {
         f"MVO, or pooled MVO Dice below {MVO_MIN_POOLED_DICE}): no MVO figure is reported."
     ),
     "no_myocardium": "No LV myocardium was segmented: scar and MVO cannot be given as a percentage of LV mass.",
+    "calibrated_on_default_model": (
+        "The scar-presence probability, the speck rule and the intervals were fitted on the default model's "
+        "cross-validation; this model version was fine-tuned since and they were not re-checked for it."
+    ),
 }
 
 # Figures of the dict made by lib.metrics.scar_quantification, grouped by what each rule withholds.
@@ -165,6 +169,7 @@ def assess(
     inversion_recovery: bool | None,
     mvo_validation: dict | None,
     mvo_source: str = "model",
+    calibrated_version: bool | None = None,
 ) -> dict:
     """Withhold the figures that cannot be trusted and say why; pure (no I/O).
 
@@ -179,6 +184,7 @@ def assess(
     - ``mvo_not_validated`` (unless ``studies_with_mvo >= MVO_MIN_VALIDATION_STUDIES`` and
       ``pooled_dice >= MVO_MIN_POOLED_DICE``): MVO mass, volume, percentage and per-slice MVO areas.
     - ``no_myocardium`` (heart found, LV mass 0): the percentages of LV mass.
+    - ``calibrated_on_default_model`` (``calibrated_version is False``): a warning only.
 
     A figure withheld by several rules keeps the reason of the first rule in the order above.
 
@@ -189,6 +195,8 @@ def assess(
         mvo_validation: the checkpoint provenance's MVO validation, e.g.
             ``{"pooled_dice": 0.62, "studies_with_mvo": 5}``, or None when none was recorded.
         mvo_source: what drew the MVO, in the warning's words ("model", "semi-automatic rule").
+        calibrated_version: whether the calibration (lib/calibration.py) was fitted for the model version
+            that answered; None when no calibration was applied.
 
     Returns:
         A copy of ``figures`` with withheld figures set to None, plus ``warnings`` (list of
@@ -255,6 +263,8 @@ def assess(
     if heart_found and figures["lv_myocardial_mass_g"] == 0:
         warn("no_myocardium", WARNING_CODES["no_myocardium"])
         withhold(_PERCENT_FIGURES, (), "no LV myocardium segmented: a percentage of zero LV mass is undefined")
+    if calibrated_version is False:
+        warn("calibrated_on_default_model", WARNING_CODES["calibrated_on_default_model"])
 
     out["warnings"] = warnings
     out["null_reasons"] = null_reasons

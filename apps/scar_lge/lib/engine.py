@@ -139,28 +139,37 @@ def predict_label(
     return AnatomicalCleanup()(probs.argmax(dim=0, keepdim=True).cpu())
 
 
+def judge(name: str, pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:
+    """One study's Dice and voxel overlap per clinical structure, and predicted scar volume.
+
+    Shape: ``pred`` and ``truth`` (H, W, D) integer EMIDEC classes on the same grid.
+    """
+    overlap = structure_overlap(pred, truth)  # pooled Dice sums these over the set
+    return {
+        "name": name,
+        **overlap_dice(overlap),
+        "overlap": overlap,
+        "predicted_scar_ml": float(np.isin(pred, TOTAL_SCAR).sum() * voxel_ml),
+        "voxel_ml": voxel_ml,
+        "truth_has_scar": bool(np.isin(truth, TOTAL_SCAR).any()),
+        "truth_has_mvo": bool((truth == MVO).any()),
+    }
+
+
 def validate(
     network: ScarNet, studies: Sequence[Study], device: torch.device | str = "cpu", *, flip_tta: bool = True
 ) -> list[dict]:
-    """Per-study Dice and voxel overlap of each clinical structure, and predicted scar volume, in eval mode."""
+    """:func:`judge` of each study's prediction, in eval mode."""
     network.eval()
-    results = []
-    for study in studies:
-        pred = predict_label(network, study.image, device, flip_tta=flip_tta)[0].numpy()
-        truth = study.label[0].numpy()
-        overlap = structure_overlap(pred, truth)  # pooled Dice sums these over the set
-        results.append(
-            {
-                "name": study.name,
-                **overlap_dice(overlap),
-                "overlap": overlap,
-                "predicted_scar_ml": float(np.isin(pred, TOTAL_SCAR).sum() * study.voxel_ml),
-                "voxel_ml": study.voxel_ml,
-                "truth_has_scar": bool(np.isin(truth, TOTAL_SCAR).any()),
-                "truth_has_mvo": bool((truth == MVO).any()),
-            }
+    return [
+        judge(
+            s.name,
+            predict_label(network, s.image, device, flip_tta=flip_tta)[0].numpy(),
+            s.label[0].numpy(),
+            s.voxel_ml,
         )
-    return results
+        for s in studies
+    ]
 
 
 def cpu_has_bf16_matrix_units() -> bool:

@@ -181,6 +181,17 @@ class ScarNet(nn.Module):
         """Segmenter logits. Shape: (N, C, *roi_size_vox) -> (N, NUM_CLASSES, *roi_size_vox), C from SPEC."""
         return self.segmenter(crops)
 
+    def segment_passes(self, crops: torch.Tensor, *, flip_tta: bool = True) -> torch.Tensor:
+        """Class probabilities of each pass: the crops as given, then each in-plane flip (undone).
+
+        Shape: (N, C, *roi_size_vox) -> (P, N, NUM_CLASSES, *roi_size_vox), P = 4 with ``flip_tta``
+        else 1; C = ``SPEC.segmenter_channels``.
+        """
+        passes = [torch.softmax(self.segment(crops).float(), dim=1)]
+        if flip_tta:
+            passes += [torch.softmax(self.segment(crops.flip(dims)).float(), dim=1).flip(dims) for dims in FLIP_DIMS]
+        return torch.stack(passes)
+
     def segment_probs(self, crops: torch.Tensor, *, flip_tta: bool = True) -> torch.Tensor:
         """Class probabilities of crops, averaged over the four in-plane flips when ``flip_tta``.
 
@@ -190,23 +201,21 @@ class ScarNet(nn.Module):
 
         Shape: (N, C, *roi_size_vox) -> (N, NUM_CLASSES, *roi_size_vox), C = ``SPEC.segmenter_channels``.
         """
-        total = torch.softmax(self.segment(crops).float(), dim=1)
-        if not flip_tta:
-            return total
-        for dims in FLIP_DIMS:
-            total = total + torch.softmax(self.segment(crops.flip(dims)).float(), dim=1).flip(dims)
-        return total / (1 + len(FLIP_DIMS))
+        return self.segment_passes(crops, flip_tta=flip_tta).mean(dim=0)
 
     def locate(self, volume: torch.Tensor) -> tuple[tuple[int, int], bool]:
         """Heart centre of one study (see :func:`heart_center`). Shape: volume (1, H, W, D)."""
         with torch.no_grad(), torch.autocast(volume.device.type, dtype=torch.bfloat16, enabled=volume.is_cuda):
             return heart_center(self.localise(volume.permute(3, 0, 1, 2)))
 
-    def forward(self, image: torch.Tensor, *, flip_tta: bool = True) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, *, flip_tta: bool = True, keep_passes: bool = False) -> torch.Tensor:
         """Class probabilities on the input grid, flip-averaged unless ``flip_tta`` is False.
 
+        ``keep_passes`` returns each flip pass instead of their mean (:meth:`segment_passes`): their
+        spread is the test-time-augmentation uncertainty of the figures (lib/calibration.py).
+
         Shape: image (B, 1, H, W, D), a normalised study on the model's in-plane grid ->
-        probs (B, NUM_CLASSES, H, W, D).
+        probs (B, NUM_CLASSES, H, W, D), or (P, B, NUM_CLASSES, H, W, D) with ``keep_passes``.
         """
         b, _, h, w, d = image.shape
         out = []
@@ -217,9 +226,12 @@ class ScarNet(nn.Module):
                 if not found:
                     logger.warning("No heart found by the localiser; segmenting the image centre")
                 crops = with_neighbours(normalise_intensity(crop_at(slices, center, SPEC.roi_size_vox)))
-                probs = self.segment_probs(crops, flip_tta=flip_tta)
-                out.append(paste_at(probs, center, (h, w)).permute(1, 2, 3, 0))
-        return torch.stack(out)
+                passes = self.segment_passes(crops, flip_tta=flip_tta)
+                if not keep_passes:
+                    passes = passes.mean(dim=0, keepdim=True)
+                full = torch.stack([paste_at(p, center, (h, w)).permute(1, 2, 3, 0) for p in passes])
+                out.append(full if keep_passes else full[0])
+        return torch.stack(out, dim=1 if keep_passes else 0)
 
 
 def build_network(dropout: float = SPEC.dropout) -> ScarNet:

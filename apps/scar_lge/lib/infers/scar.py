@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.inferers import SimpleInferer
 from monai.transforms import AsDiscreted, Compose, Invertd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
+from ..calibration import calibrated_figures, load_shipped, scar_percent_lv
 from ..caveats import assess, inversion_recovery
 from ..constants import IMAGE, LABELS, PRED
 from ..errors import InputError
@@ -23,7 +23,7 @@ from ..label_io import read_geometry, write_label_like
 from ..metrics import scar_quantification
 from ..model import CHECKPOINT_KEY, SPEC, ScarNet
 from ..model_store import CurrentNetwork, ModelStore
-from ..transforms.anatomy import AnatomicalCleanupd
+from ..transforms.anatomy import AnatomicalCleanup, AnatomicalCleanupd
 from ..transforms.pipelines import preprocess
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ class ScarInfer(BasicInferTask):
         self._preprocess = preprocess([IMAGE])
         self._current: dict[str, CurrentNetwork] = {}  # per device; see _get_network
         self._lock = threading.Lock()
+        self._cleanup = AnatomicalCleanup()
+        # The rules fitted on the default model's cross-validation (lib/calibration.py), read once.
+        self.calibration, self.calibration_problem = load_shipped()
 
     def get_path(self, validate: bool = True) -> str | None:
         # The current version's checkpoint, asked on every call, so a publish or rollback is used by the
@@ -146,20 +149,30 @@ class ScarInfer(BasicInferTask):
         return self._preprocess
 
     def inferer(self, data=None):
-        return SimpleInferer()
+        return _FlipPasses()
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda"):
         image = data[IMAGE]
         data = super().run_inferer(data, convert_to_batch=convert_to_batch, device=device)
+        passes = data[PRED].float().cpu()  # (P, K, H, W, D): one per flip pass, see _FlipPasses
+        data["flip_spread_pp"] = self._flip_spread(passes, [float(v) for v in image.pixdim[:3]])
         # Carry the image's transform trace onto the probabilities so Invertd can undo the resampling.
-        data[PRED] = MetaTensor(
-            data[PRED].float().cpu(), meta=image.meta, applied_operations=list(image.applied_operations)
-        )
+        data[PRED] = MetaTensor(passes.mean(dim=0), meta=image.meta, applied_operations=list(image.applied_operations))
         # Asked of the very network that segmented (kept in data, not on the shared task, so concurrent
         # requests cannot mix answers); the localiser is deterministic, so this is the centre it used.
         center, found = data["model_network"].locate(image.as_tensor().to(device))
         data["localisation"] = {"center_vox": list(center), "heart_found": found}
         return data
+
+    def _flip_spread(self, passes: torch.Tensor, spacing_mm: list[float]) -> float | None:
+        """SD of scar % LV over the flip passes, each labelled as the answer is (cleanup, calibrated rules)."""
+        if self.calibration is None:
+            return None
+        percents = []
+        for probs in passes:
+            label = self._cleanup(probs.argmax(dim=0, keepdim=True))[0].numpy()
+            percents.append(scar_percent_lv(self.calibration.finalise(label, spacing_mm).label) or 0.0)
+        return float(np.std(percents))
 
     def post_transforms(self, data=None):
         return [
@@ -174,18 +187,38 @@ class ScarInfer(BasicInferTask):
         geometry = read_geometry(image_path)
         if label.shape != geometry.size:
             raise RuntimeError(f"prediction {label.shape} is not on the input grid {geometry.size}")
+        reading = None
+        if self.calibration is not None:  # specks and a "no scar" study's scar, as cross-validation chose
+            reading = self.calibration.finalise(label, geometry.spacing)
+            label = reading.label
         out_path = write_label_file(label, image_path, extension or data.get("result_extension", RESULT_EXTENSIONS[0]))
         provenance = data.get("model_provenance") or {}
         figures = scar_quantification(label, geometry.spacing)
         localisation = data.get("localisation", {})
+        assessed = assess(
+            figures,
+            heart_found=bool(localisation.get("heart_found", False)),
+            inversion_recovery=inversion_recovery(image_path),
+            mvo_validation=provenance.get("mvo_validation"),
+            calibrated_version=data.get("model_version") == "default" if reading is not None else None,
+        )
         result = {
-            **assess(
-                figures,
-                heart_found=bool(localisation.get("heart_found", False)),
-                inversion_recovery=inversion_recovery(image_path),
-                mvo_validation=provenance.get("mvo_validation"),
+            **assessed,
+            **calibrated_figures(
+                self.calibration,
+                reading,
+                assessed,
+                data.get("flip_spread_pp"),
+                unavailable=self.calibration_problem,
             ),
             "localisation": localisation,
             "model": {"version": data.get("model_version"), "created": provenance.get("created")},
         }
         return out_path, result
+
+
+class _FlipPasses:
+    """Inferer that keeps each flip pass (batch first, so BasicInferTask's un-batching keeps them all)."""
+
+    def __call__(self, inputs: torch.Tensor, network: ScarNet) -> torch.Tensor:
+        return network(inputs, keep_passes=True).transpose(0, 1)  # (B, P, K, H, W, D)

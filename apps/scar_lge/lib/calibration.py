@@ -1,0 +1,219 @@
+"""What the model's own cross-validation says about its scar figures: specks, scar presence, intervals.
+
+Fitted by ``benchmarks/eval_default_model.py --cv DIR --real R --calibration OUT`` on out-of-fold
+predictions (each EMIDEC exam judged by the fold model that never saw it) and shipped as
+``apps/scar_lge/model/calibration.json``; the ``scar`` infer task applies it to every answer:
+
+1. **Specks**: per slice, scar components (scar plus MVO, 4-connected) smaller than ``min_scar_area_mm2``
+   become myocardium. The area is chosen among :data:`SPECK_AREAS_MM2` by cross-validation.
+2. **Scar present or not**: a logistic model of the study's scar % of LV mass,
+   :math:`p = \\sigma(a + b \\log(0.1 + s))`; below ``p = 0.5`` the study reads "no scar" and its scar
+   voxels become myocardium, so a normal heart reads 0 g instead of a sum of specks.
+3. **Intervals** (split-conformal, normalised): with :math:`\\hat y` the predicted scar % LV and
+   :math:`\\sigma` the SD of scar % LV over the four flip passes of the segmenter, the interval is
+   :math:`\\hat y \\pm q (\\sigma + f)`, :math:`f` = :data:`SPREAD_FLOOR_PP`, where :math:`q` is the
+   :math:`\\lceil (n+1)\\,\\ell \\rceil`-th smallest of the held-out scores
+   :math:`|y_i - \\hat y_i| / (\\sigma_i + f)` at level :math:`\\ell`. Scar mass gets its own :math:`q`
+   on :math:`y_i` = expert scar mass as a % of the *predicted* LV mass, so its interval is
+   :math:`\\hat M_{LV} (\\hat y \\pm q_m (\\sigma + f)) / 100` and carries over to any voxel size.
+   Under exchangeability the interval covers the expert value with probability at least :math:`\\ell`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from monai.transforms import RemoveSmallObjects
+
+from .constants import LV_WALL, MYOCARDIUM, TOTAL_SCAR
+
+CALIBRATION_FILE = Path(__file__).resolve().parents[1] / "model" / "calibration.json"
+
+SPECK_AREAS_MM2 = (0.0, 10.0, 25.0, 50.0, 100.0)  # candidates compared by cross-validation
+SPREAD_FLOOR_PP = 1.0  # four flip passes that agree are not certainty: every interval has this much spread
+PRESENCE_OFFSET_PP = 0.1  # log(0.1 + s): a scar-free prediction (s = 0) stays finite
+INTERVAL_LEVEL = 0.9
+
+
+def remove_scar_specks(label: np.ndarray, spacing_mm, min_area_mm2: float) -> np.ndarray:
+    """``label`` with scar components under ``min_area_mm2`` on their slice turned into myocardium.
+
+    Per slice because LGE slices are 6-13 mm apart: a component's area in its plane is what a reader
+    sees. Scar and MVO count together (MVO is infarct). MONAI's RemoveSmallObjects measures the area in
+    mm^2 from ``spacing_mm``.
+
+    Shape: (H, W, D) integer EMIDEC classes; ``spacing_mm`` (row, col, slice). Returns a new array.
+    """
+    out = np.array(label, copy=True)
+    if min_area_mm2 <= 0:
+        return out
+    keep = RemoveSmallObjects(min_size=min_area_mm2, connectivity=1, by_measure=True, pixdim=spacing_mm[:2])
+    scar = np.isin(out, TOTAL_SCAR)
+    for k in range(out.shape[-1]):
+        if scar[..., k].any():
+            with warnings.catch_warnings():  # scikit-image's notice about renaming min_size, every call
+                warnings.simplefilter("ignore", FutureWarning)
+                kept = np.asarray(keep(scar[None, ..., k]))[0].astype(bool)
+            out[..., k][scar[..., k] & ~kept] = MYOCARDIUM
+    return out
+
+
+def scar_percent_lv(label: np.ndarray) -> float | None:
+    """Scar (scar plus MVO) as a % of LV wall voxels, i.e. of LV mass; None without LV wall."""
+    wall = int(np.isin(label, LV_WALL).sum())
+    return None if wall == 0 else 100.0 * int(np.isin(label, TOTAL_SCAR).sum()) / wall
+
+
+def presence_feature(percent_lv: float | None) -> float:
+    """The scar-presence model's input, :math:`\\log(0.1 + s)`; a study without LV wall counts as s = 0."""
+    return math.log(PRESENCE_OFFSET_PP + (percent_lv or 0.0))
+
+
+def fit_presence(percent_lv: list[float | None], has_scar: list[bool]) -> tuple[float, float]:
+    """Intercept and slope of the logistic scar-presence model, fitted by scikit-learn (L2, C = 1)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.array([[presence_feature(s)] for s in percent_lv])
+    model = LogisticRegression(C=1.0).fit(x, np.asarray(has_scar, int))
+    return float(model.intercept_[0]), float(model.coef_[0, 0])
+
+
+def conformal_quantile(scores: list[float], level: float = INTERVAL_LEVEL) -> float:
+    """The :math:`\\lceil (n+1)\\ell \\rceil`-th smallest score; infinite when n is too small for ``level``."""
+    n = len(scores)
+    rank = math.ceil((n + 1) * level)
+    return math.inf if rank > n else float(sorted(scores)[rank - 1])
+
+
+class ScarReading(NamedTuple):
+    """A study's label after the calibrated rules, and whether (with what probability) it has scar."""
+
+    label: np.ndarray
+    present: bool
+    probability: float
+
+
+@dataclass
+class Calibration:
+    """The fitted rules (see the module docstring) and how well they did in cross-validation."""
+
+    min_scar_area_mm2: float
+    presence_intercept: float
+    presence_slope: float
+    interval_level: float
+    interval_q_percent: float
+    interval_q_mass: float
+    spread_floor_pp: float = SPREAD_FLOOR_PP
+    cross_validation: dict = field(default_factory=dict)  # what it achieved on held-out folds, for the answer
+    source: dict = field(default_factory=dict)  # fold models, recipe, command, date
+
+    def finalise(self, label: np.ndarray, spacing_mm) -> ScarReading:
+        """Speck removal, then the scar-presence decision; a "no scar" study's scar becomes myocardium.
+
+        Shape: ``label`` (H, W, D) integer EMIDEC classes; the reading's label is a new array.
+        """
+        out = remove_scar_specks(label, spacing_mm, self.min_scar_area_mm2)
+        present, probability = self.scar_present(scar_percent_lv(out))
+        if not present:
+            out[np.isin(out, TOTAL_SCAR)] = MYOCARDIUM
+        return ScarReading(out, present, probability)
+
+    def scar_present(self, percent_lv: float | None) -> tuple[bool, float]:
+        """(scar present, its probability) for a study whose speck-free label has ``percent_lv`` scar."""
+        z = self.presence_intercept + self.presence_slope * presence_feature(percent_lv)
+        p = 1.0 / (1.0 + math.exp(-z))
+        return p >= 0.5, p
+
+    def percent_interval(self, percent_lv: float, spread_pp: float) -> list[float]:
+        """Interval of scar % of LV mass, clipped to 0-100."""
+        half = self.interval_q_percent * (spread_pp + self.spread_floor_pp)
+        return [round(max(0.0, percent_lv - half), 2), round(min(100.0, percent_lv + half), 2)]
+
+    def mass_interval(self, percent_lv: float, spread_pp: float, lv_mass_g: float) -> list[float]:
+        """Interval of scar mass in grams, from the predicted LV mass (see the module docstring)."""
+        half = self.interval_q_mass * (spread_pp + self.spread_floor_pp)
+        low, high = max(0.0, percent_lv - half), min(100.0, percent_lv + half)
+        return [round(lv_mass_g * low / 100.0, 2), round(lv_mass_g * high / 100.0, 2)]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def load(cls, path: str | Path = CALIBRATION_FILE) -> Calibration:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def load_shipped(path: str | Path = CALIBRATION_FILE) -> tuple[Calibration | None, str | None]:
+    """(the calibration, None), or (None, why not) when the file is missing or unreadable."""
+    try:
+        return Calibration.load(path), None
+    except FileNotFoundError:
+        return None, f"no calibration file at {path}"
+    except (OSError, ValueError, TypeError) as e:  # truncated JSON, foreign keys
+        return None, f"calibration file {path} is unreadable ({type(e).__name__}: {e})"
+
+
+def calibrated_figures(
+    calibration: Calibration | None,
+    reading: ScarReading | None,
+    assessed: dict,
+    spread_pp: float | None,
+    *,
+    unavailable: str | None = None,
+) -> dict:
+    """The answer's ``scar_present`` and ``scar_intervals``, each None with a reason when it cannot be given.
+
+    Args:
+        calibration: the shipped calibration, or None (then ``unavailable`` says why).
+        reading: :meth:`Calibration.finalise` of the answer's label.
+        assessed: the answer's figures after :func:`lib.caveats.assess`; a scar or LV figure it withheld
+            withholds what depends on it, for the same reason. Its ``null_reasons`` gain the new entries.
+        spread_pp: SD of scar % LV over the flip passes (model grid).
+    """
+    reasons = assessed["null_reasons"]
+    out: dict = {"scar_present": None, "scar_intervals": None}
+    if calibration is None:
+        for key in out:
+            reasons[key] = unavailable or "no calibration"
+        return out
+    if assessed.get("scar_mass_g") is None:
+        for key in out:
+            reasons[key] = reasons.get("scar_mass_g", "scar mass withheld")
+        return out
+    cv = calibration.cross_validation
+    out["scar_present"] = {
+        "value": reading.present,
+        "probability": round(reading.probability, 3),
+        "rule": f"scar components under {calibration.min_scar_area_mm2:g} mm^2 per slice removed, then a logistic "
+        "model of log(0.1 + scar % LV); below probability 0.5 the study reads 'no scar' and its scar is shown "
+        "as myocardium",
+        "cross_validation": cv.get("scar_presence"),
+    }
+    percent, lv_mass = assessed.get("scar_percent_lv_mass"), assessed.get("lv_myocardial_mass_g")
+    spread = spread_pp or 0.0
+    intervals: dict = {
+        "level": calibration.interval_level,
+        "flip_spread_pp": round(spread, 2),
+        "scar_percent_lv_mass": None,
+        "scar_mass_g": None,
+        "method": "split-conformal on the cross-validated EMIDEC exams, scaled by the spread of scar % LV over the "
+        "segmenter's four flip passes (lib/calibration.py)",
+        "cross_validation": cv.get("intervals"),
+    }
+    if percent is None:
+        reason = reasons.get("scar_percent_lv_mass", "scar % of LV mass withheld")
+        reasons["scar_intervals.scar_percent_lv_mass"] = reasons["scar_intervals.scar_mass_g"] = reason
+    else:
+        intervals["scar_percent_lv_mass"] = calibration.percent_interval(percent, spread)
+        if lv_mass is None:
+            reasons["scar_intervals.scar_mass_g"] = reasons.get("lv_myocardial_mass_g", "LV mass withheld")
+        else:
+            intervals["scar_mass_g"] = calibration.mass_interval(percent, spread, lv_mass)
+    out["scar_intervals"] = intervals
+    return out

@@ -1,0 +1,165 @@
+"""The calibrated rules on constructed labels with known answers (lib/calibration.py)."""
+
+import math
+
+import numpy as np
+
+from lib.calibration import (
+    Calibration,
+    calibrated_figures,
+    conformal_quantile,
+    fit_presence,
+    load_shipped,
+    remove_scar_specks,
+    scar_percent_lv,
+)
+from lib.caveats import assess
+from lib.constants import LV_CAVITY, MVO, MYOCARDIUM, SCAR
+from lib.metrics import scar_quantification
+
+
+def _heart(scar_pixels: int = 0, speck: bool = False) -> np.ndarray:
+    """A 64x64x4 ring of myocardium round a cavity; scar fills the first ``scar_pixels`` wall pixels of slice 1."""
+    yy, xx = np.mgrid[:64, :64]
+    r = np.hypot(yy - 32, xx - 32)
+    plane = np.zeros((64, 64), np.uint8)
+    plane[r < 20] = MYOCARDIUM
+    plane[r < 12] = LV_CAVITY
+    label = np.repeat(plane[..., None], 4, axis=-1)
+    wall = np.argwhere(label[..., 1] == MYOCARDIUM)
+    wall = wall[np.argsort(np.arctan2(wall[:, 0] - 32, wall[:, 1] - 32))]  # contiguous arc
+    for y, x in wall[:scar_pixels]:
+        label[y, x, 1] = SCAR
+    if speck:  # a 2x2 speck on slice 2, in the wall
+        label[32 + 15 : 32 + 17, 31:33, 2] = MVO
+    return label
+
+
+def _calibration(**overrides) -> Calibration:
+    values = {
+        "min_scar_area_mm2": 10.0,
+        "presence_intercept": -2.0,
+        "presence_slope": 2.0,  # p = 0.5 at log(0.1 + s) = 1, s = e - 0.1 = 2.6 %
+        "interval_level": 0.9,
+        "interval_q_percent": 2.0,
+        "interval_q_mass": 3.0,
+    }
+    return Calibration(**{**values, **overrides})
+
+
+def test_a_speck_under_the_area_becomes_myocardium_at_its_real_spacing():
+    label = _heart(scar_pixels=200, speck=True)
+    cleaned = remove_scar_specks(label, (1.5, 1.5, 8.0), 10.0)  # the speck is 4 x 2.25 = 9 mm^2
+    assert (cleaned[..., 2] == MVO).sum() == 0
+    assert (cleaned[..., 2] == MYOCARDIUM).sum() == np.isin(label[..., 2], (MYOCARDIUM, MVO)).sum()
+    assert (cleaned[..., 1] == SCAR).sum() == 200  # the real scar stays
+    kept = remove_scar_specks(label, (2.0, 2.0, 8.0), 10.0)  # 4 x 4 = 16 mm^2: not a speck there
+    assert (kept[..., 2] == MVO).sum() == 4
+    assert np.array_equal(remove_scar_specks(label, (1.5, 1.5, 8.0), 0.0), label)
+
+
+def test_a_study_read_as_scar_free_shows_no_scar_and_a_scarred_one_keeps_it():
+    calibration = _calibration()
+    small = _heart(scar_pixels=10)  # under 1 % of the wall
+    reading = calibration.finalise(small, (1.5, 1.5, 8.0))
+    assert not reading.present and reading.probability < 0.5
+    assert not np.isin(reading.label, (SCAR, MVO)).any()
+    assert (reading.label == MYOCARDIUM).sum() == np.isin(small, (MYOCARDIUM, SCAR)).sum()
+    large = _heart(scar_pixels=300)
+    reading = calibration.finalise(large, (1.5, 1.5, 8.0))
+    assert reading.present and reading.probability > 0.9
+    assert (reading.label == SCAR).sum() == 300
+
+
+def test_presence_model_learns_which_side_is_scar():
+    percents = [0.0, 0.2, 0.5, 1.0, 0.3, 8.0, 12.0, 20.0, 15.0, 6.0]
+    truth = [False] * 5 + [True] * 5
+    intercept, slope = fit_presence(percents, truth)
+    calibration = _calibration(presence_intercept=intercept, presence_slope=slope)
+    assert slope > 0
+    assert [calibration.scar_present(p)[0] for p in percents] == truth
+
+
+def test_conformal_quantile_is_the_finite_sample_rank():
+    assert conformal_quantile([float(v) for v in range(1, 10)], 0.9) == 9.0  # ceil(10 * 0.9) = 9th of 9
+    assert conformal_quantile([float(v) for v in range(1, 20)], 0.9) == 18.0  # ceil(20 * 0.9) = 18th
+    assert conformal_quantile([1.0, 2.0, 3.0], 0.9) == math.inf  # too few scores for 90 %
+
+
+def test_normalised_conformal_intervals_cover_new_cases_at_the_level():
+    rng = np.random.default_rng(0)
+
+    def cases(n):
+        spread = rng.uniform(0.0, 4.0, n)
+        predicted = rng.uniform(0.0, 40.0, n)
+        return predicted, spread, predicted + (spread + 1.0) * rng.normal(0, 1.5, n)
+
+    predicted, spread, truth = cases(300)
+    q = conformal_quantile(list(np.abs(truth - predicted) / (spread + 1.0)), 0.9)
+    calibration = _calibration(interval_q_percent=q, interval_q_mass=q)
+    predicted, spread, truth = cases(4000)
+    covered = [
+        lo <= t <= hi
+        for p, s, t in zip(predicted, spread, truth, strict=True)
+        for lo, hi in [calibration.percent_interval(p, s)]
+        if p - q * (s + 1) >= 0  # unclipped: clipping at 0 % only widens the interval
+    ]
+    assert 0.87 <= np.mean(covered) <= 0.94
+
+
+def test_intervals_are_clipped_and_the_mass_one_follows_lv_mass():
+    calibration = _calibration()
+    assert calibration.percent_interval(1.0, 0.5) == [0.0, 4.0]  # 1 -+ 2 x 1.5
+    assert calibration.percent_interval(99.0, 0.0) == [97.0, 100.0]
+    assert calibration.mass_interval(10.0, 1.0, 120.0) == [4.8, 19.2]  # 120 g x (10 -+ 3 x 2) %
+
+
+def _assessed(label, **kwargs):
+    figures = scar_quantification(label, (1.5, 1.5, 8.0))
+    return assess(
+        figures,
+        heart_found=kwargs.get("heart_found", True),
+        inversion_recovery=kwargs.get("inversion_recovery"),
+        mvo_validation=None,
+    )
+
+
+def test_the_answer_carries_presence_and_intervals_or_says_why_not():
+    calibration = _calibration()
+    reading = calibration.finalise(_heart(scar_pixels=300), (1.5, 1.5, 8.0))
+    assessed = _assessed(reading.label)
+    out = calibrated_figures(calibration, reading, assessed, 0.5)
+    assert out["scar_present"]["value"] is True and 0.9 < out["scar_present"]["probability"] <= 1
+    low, high = out["scar_intervals"]["scar_percent_lv_mass"]
+    assert low < assessed["scar_percent_lv_mass"] < high
+    mass_low, mass_high = out["scar_intervals"]["scar_mass_g"]
+    assert mass_low < assessed["scar_mass_g"] < mass_high
+
+    cine = _assessed(reading.label, inversion_recovery=False)
+    out = calibrated_figures(calibration, reading, cine, 0.5)
+    assert out == {"scar_present": None, "scar_intervals": None}
+    assert "inversion-recovery" in cine["null_reasons"]["scar_present"]
+
+    few = scar_quantification(reading.label[..., :2], (1.5, 1.5, 8.0))
+    few = assess(few, heart_found=True, inversion_recovery=None, mvo_validation=None)
+    out = calibrated_figures(calibration, reading, few, 0.5)
+    assert out["scar_present"] is not None and out["scar_intervals"]["scar_percent_lv_mass"] is None
+    assert "slice" in few["null_reasons"]["scar_intervals.scar_percent_lv_mass"]
+
+    none = _assessed(reading.label)
+    out = calibrated_figures(None, None, none, None, unavailable="no calibration file at x")
+    assert out == {"scar_present": None, "scar_intervals": None}
+    assert none["null_reasons"]["scar_intervals"] == "no calibration file at x"
+
+
+def test_a_missing_or_broken_calibration_file_is_reported_not_raised(tmp_path):
+    assert load_shipped(tmp_path / "none.json") == (None, f"no calibration file at {tmp_path / 'none.json'}")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    calibration, problem = load_shipped(broken)
+    assert calibration is None and "unreadable" in problem
+
+
+def test_scar_percent_of_a_wall_free_label_is_undefined():
+    assert scar_percent_lv(np.zeros((4, 4, 2), np.uint8)) is None
+    assert scar_percent_lv(_heart(scar_pixels=0)) == 0.0
