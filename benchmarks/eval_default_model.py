@@ -101,7 +101,7 @@ def _percent(label: np.ndarray) -> float:
 def out_of_fold_predictions(folder: Path, real: str, n_folds: int, parser) -> list[dict]:
     """Each EMIDEC case predicted by the fold model that never saw it; cached in ``folder/oof.npz``.
 
-    Per case: the expert label, the flip-averaged prediction (as inference labels it, before the
+    Per case: the image, the expert label, the flip-averaged prediction (as inference labels it, before the
     calibrated rules), each flip pass's label and :data:`MC_SAMPLES` Monte-Carlo dropout labels.
     """
     cache = folder / "oof.npz"
@@ -137,6 +137,7 @@ def out_of_fold_predictions(folder: Path, real: str, n_folds: int, parser) -> li
                     "fold": k,
                     "voxel_ml": study.voxel_ml,
                     "truth": study.label[0].numpy().astype(np.uint8),
+                    "image": study.image[0].numpy().astype(np.float16),  # model grid, normalised
                     "pred": labels(passes.mean(dim=0, keepdim=True))[0].astype(np.uint8),
                     "flip_passes": labels(passes).astype(np.uint8),
                     "mc_dropout": labels(samples).astype(np.uint8),

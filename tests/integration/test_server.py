@@ -75,6 +75,15 @@ def test_infer_nifti_on_input_grid_with_scar_figures(server, tmp_path):
     assert sum(s["scar_area_mm2"] for s in result["per_slice"]) * spacing[2] / 1000 == pytest.approx(
         result["scar_volume_ml"], abs=0.05
     )
+    # Scar present, with its probability, and intervals that hold the reported figures.
+    assert result["scar_present"]["value"] is True and result["scar_present"]["probability"] >= 0.5
+    assert result["scar_present"]["cross_validation"]["specificity"] is not None
+    intervals = result["scar_intervals"]
+    assert intervals["level"] == 0.9 and intervals["cross_validation"]["scar_mass_coverage"] > 0
+    low, high = intervals["scar_percent_lv_mass"]
+    assert low <= result["scar_percent_lv_mass"] <= high and high - low > 0
+    low, high = intervals["scar_mass_g"]
+    assert low <= result["scar_mass_g"] <= high
 
 
 def test_infer_dicom_series_folder_on_its_grid(server, tmp_path):
@@ -134,8 +143,12 @@ def test_scar_mass_of_a_real_exam_holds_when_its_grid_is_finer_or_coarser(server
 
 
 def test_scar_free_study_reports_zero_scar(server, tmp_path):
-    _, result = MONAILabelClient(server.url, tmpdir=str(tmp_path)).infer("scar", "lge_011", {})
-    assert result["scar_mass_g"] == pytest.approx(0.0, abs=0.5) and result["lv_myocardial_mass_g"] > 20
+    label_file, result = MONAILabelClient(server.url, tmpdir=str(tmp_path)).infer("scar", "lge_011", {})
+    # Read as "no scar", the answer is exactly 0 g and the label shows no scar voxel, not a sum of specks.
+    assert result["scar_present"]["value"] is False and result["scar_present"]["probability"] < 0.5
+    assert result["scar_mass_g"] == 0.0 and result["lv_myocardial_mass_g"] > 20
+    assert not np.isin(np.asarray(nib.load(label_file).dataobj), (SCAR, MVO)).any()
+    assert result["scar_intervals"]["scar_mass_g"][0] == 0.0
 
 
 @pytest.mark.parametrize(

@@ -166,9 +166,21 @@ def test_every_warning_code_is_described():
     figures = _figures(1, wall=False)
     seen = set()
     for heart_found in (True, False):
-        result = assess(figures, heart_found=heart_found, inversion_recovery=False, mvo_validation=None)
+        result = assess(
+            figures, heart_found=heart_found, inversion_recovery=False, mvo_validation=None, calibrated_version=False
+        )
         seen |= {w["code"] for w in result["warnings"]}
     assert seen == set(WARNING_CODES)
+
+
+def test_a_fine_tuned_version_is_told_its_calibration_came_from_the_default_model():
+    figures = _figures()
+    codes = lambda **kw: [  # noqa: E731
+        w["code"]
+        for w in assess(figures, heart_found=True, inversion_recovery=True, mvo_validation=VALIDATED, **kw)["warnings"]
+    ]
+    assert codes(calibrated_version=False) == ["calibrated_on_default_model"]
+    assert codes(calibrated_version=True) == codes(calibrated_version=None) == []
 
 
 # ---- inversion_recovery: the header test ----
