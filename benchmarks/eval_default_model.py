@@ -206,8 +206,7 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
     For each fold, the rules are fitted on the other folds' out-of-fold predictions and judged on this
     one, so every figure below is measured on cases that neither the network nor the rules saw.
     """
-    judged, presence, coverage = [], [], []
-    chosen_areas = []
+    judged, rows, chosen_areas = [], [], []
     for k in range(n_folds):
         fit = _fit([c for c in cases if c["fold"] != k], spread, level)
         chosen_areas.append(fit.min_scar_area_mm2)
@@ -215,59 +214,73 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
         for c in (c for c in cases if c["fold"] == k):
             reading = fit.finalise(c["pred"], _spacing(c))
             fold.append(judge(c["name"], reading.label, c["truth"], c["voxel_ml"]))
-            presence.append(
-                {
-                    "name": c["name"],
-                    "truth": _has_scar(c),
-                    "decision": reading.present,
-                    "probability": reading.probability,
-                }
-            )
             predicted, spread_pp, truth_pct, truth_mass_pct = _interval_inputs(fit, c, spread)
             low, high = fit.percent_interval(predicted, spread_pp)
             mass_low, mass_high = fit.mass_interval(predicted, spread_pp, 100.0)  # in % of predicted LV mass
-            coverage.append(
+            rows.append(
                 {
                     "name": c["name"],
+                    "fold": k,
                     "infarct": _has_scar(c),
+                    "lv_wall_dice": round(fold[-1]["lv_wall"], 3),
+                    "scar_dice": round(fold[-1]["scar"], 3),
+                    "scar_present": reading.present,
+                    "scar_present_probability": round(reading.probability, 3),
+                    "expert_scar_percent_lv": round(truth_pct, 2),
+                    "predicted_scar_percent_lv": round(predicted, 2),
+                    "interval": [low, high],
                     "percent_covered": low <= truth_pct <= high,
-                    "percent_width": high - low,
                     "mass_covered": mass_low <= truth_mass_pct <= mass_high,
                 }
             )
         judged.append(fold)
-    positives = [p for p in presence if p["truth"]]
-    negatives = [p for p in presence if not p["truth"]]
-    infarct_cov = [c for c in coverage if c["infarct"]]
+    positives = [r for r in rows if r["infarct"]]
+    negatives = [r for r in rows if not r["infarct"]]
+
+    def share(key: str, subset: list[dict]) -> float:
+        return round(float(np.mean([r[key] for r in subset])), 3)
+
+    def median_width(subset: list[dict]) -> float:
+        return round(float(np.median([r["interval"][1] - r["interval"][0] for r in subset])), 2)
+
     figures = {
         **cv_summary(judged),
         "speck_area_mm2_chosen_per_fold": chosen_areas,
         "scar_presence": {
-            "sensitivity": round(sum(p["decision"] for p in positives) / len(positives), 3),
-            "specificity": round(sum(not p["decision"] for p in negatives) / len(negatives), 3),
-            "accuracy": round(sum(p["decision"] == p["truth"] for p in presence) / len(presence), 3),
+            "sensitivity": share("scar_present", positives),
+            "specificity": round(1.0 - share("scar_present", negatives), 3),
+            "accuracy": round(float(np.mean([r["scar_present"] == r["infarct"] for r in rows])), 3),
             "infarct_cases": len(positives),
             "normal_cases": len(negatives),
         },
         "intervals": {
             "level": level,
             "spread": spread,
-            "scar_percent_lv_coverage": round(float(np.mean([c["percent_covered"] for c in coverage])), 3),
-            "scar_percent_lv_coverage_infarct_cases": round(
-                float(np.mean([c["percent_covered"] for c in infarct_cov])), 3
-            ),
-            "scar_mass_coverage": round(float(np.mean([c["mass_covered"] for c in coverage])), 3),
-            "scar_mass_coverage_infarct_cases": round(float(np.mean([c["mass_covered"] for c in infarct_cov])), 3),
-            "median_percent_width_pp": round(float(np.median([c["percent_width"] for c in coverage])), 2),
-            "median_percent_width_pp_infarct_cases": round(
-                float(np.median([c["percent_width"] for c in infarct_cov])), 2
-            ),
-            "cases": len(coverage),
+            "scar_percent_lv_coverage": share("percent_covered", rows),
+            "scar_percent_lv_coverage_infarct_cases": share("percent_covered", positives),
+            "scar_mass_coverage": share("mass_covered", rows),
+            "scar_mass_coverage_infarct_cases": share("mass_covered", positives),
+            "median_percent_width_pp": median_width(rows),
+            "median_percent_width_pp_infarct_cases": median_width(positives),
+            "cases": len(rows),
         },
     }
     final = _fit(cases, spread, level)
     final.cross_validation = figures
-    return {"figures": figures, "calibration": final, "per_case_presence": presence, "per_case_coverage": coverage}
+    return {"figures": figures, "calibration": final, "per_case": rows}
+
+
+def _per_case_table(rows: list[dict]) -> str:
+    lines = ["case        fold  wall  scar   p(scar)  expert%  predicted%  interval         covered"]
+    for r in rows:
+        low, high = r["interval"]
+        lines.append(
+            f"{r['name']:<11} {r['fold']:>4}  {r['lv_wall_dice']:.3f} {r['scar_dice']:.3f}  "
+            f"{r['scar_present_probability']:>6.3f}  {r['expert_scar_percent_lv']:>7.2f}  "
+            f"{r['predicted_scar_percent_lv']:>10.2f}  [{low:6.2f}, {high:6.2f}]  "
+            f"{'yes' if r['percent_covered'] else 'NO'}"
+        )
+    return "\n".join(lines)
 
 
 def cross_validation(folder: Path, real: str | None, n_folds: int, parser) -> dict:
@@ -336,9 +349,11 @@ def main() -> None:
             figures["calibration"] = asdict(figures["calibration"])
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
-        for figures in report.get("calibrated", {}).values():  # the per-case lists stay in --json
-            figures.pop("per_case_presence"), figures.pop("per_case_coverage")
+        rows = {spread: figures.pop("per_case") for spread, figures in report.get("calibrated", {}).items()}
         print(json.dumps(report, indent=2))
+        if rows:
+            print(f"\nper case, leave-one-fold-out, intervals from {args.spread}:")
+            print(_per_case_table(rows[args.spread]))
         return
     device = default_device()
 
