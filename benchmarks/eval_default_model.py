@@ -3,8 +3,16 @@ cross-validation.
 
     .venv/bin/python benchmarks/eval_default_model.py --real ../shared/real [--json out.json]
     .venv/bin/python benchmarks/eval_default_model.py --cv /tmp/cv   # fold*.json of train_default_model --fold
+    .venv/bin/python benchmarks/eval_default_model.py --cv /tmp/cv --real ../shared/real \
+        --calibration apps/scar_lge/model/calibration.json --json /tmp/cv/report.json
 
-Held-out EMIDEC cases (the fixed 20 % split of lib/datasets.py, never trained on) and 12 phantoms
+With ``--cv DIR --real R``: every EMIDEC exam is predicted by the fold model that never saw it, the
+CV table is printed (per structure, per fold and per case, single pass and flip-averaged), and the
+calibrated rules of ``lib/calibration.py`` (speck area, scar presence, intervals) are fitted
+leave-one-fold-out and judged: scar-presence sensitivity and specificity, interval coverage.
+``--calibration`` writes the rules fitted on every out-of-fold prediction (what the product ships).
+
+Without ``--cv``: held-out EMIDEC cases (the fixed 20 % split of lib/datasets.py, never trained on) and 12 phantoms
 from seeds the training never used (30-41). Prints case-level Dice (mean, SD), scar-free cases with
 false scar, the predicted / true scar volume on phantoms, and the device.
 """
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -104,18 +113,26 @@ def out_of_fold_predictions(folder: Path, real: str, n_folds: int, parser) -> li
     Per case: the image, the expert label, the flip-averaged prediction (as inference labels it, before the
     calibrated rules), each flip pass's label and :data:`MC_SAMPLES` Monte-Carlo dropout labels.
     """
-    cache = folder / "oof.npz"
-    if cache.exists():
-        stored = np.load(cache, allow_pickle=True)
-        return list(stored["cases"])
     root = Path(real) / "emidec_png"
     cases = emidec_png_cases(root)
     splits = kfold_cases(list(cases), n_folds)
     checkpoints = sorted(folder.glob("fold*.pt"))
     if len(checkpoints) != n_folds:
         parser.error(f"calibration needs all {n_folds} fold models in {folder}, found {len(checkpoints)}")
+    for checkpoint in checkpoints:  # the no-leak claim rests on each model having held out exactly its fold
+        k = int(checkpoint.stem.removeprefix("fold"))
+        metrics = checkpoint.with_suffix(".json")
+        held_out = json.loads(metrics.read_text()).get("held_out_cases") if metrics.exists() else None
+        if held_out is None or sorted(held_out) != sorted(splits[k]):
+            parser.error(f"{metrics} does not record fold {k} of {n_folds} as its held-out cases")
+    # Which models made the cache: retrained folds must not be judged by their predecessors' predictions.
+    fingerprint = json.dumps([[c.name, c.stat().st_size, c.stat().st_mtime_ns] for c in checkpoints])
+    cache = folder / "oof.npz"
+    if cache.exists():
+        stored = np.load(cache, allow_pickle=True)
+        if "fingerprint" in stored and str(stored["fingerprint"]) == fingerprint:
+            return list(stored["cases"])
     device = default_device()
-    cleanup = AnatomicalCleanup()
     out = []
     for checkpoint in checkpoints:
         k = int(checkpoint.stem.removeprefix("fold"))
@@ -128,27 +145,36 @@ def out_of_fold_predictions(folder: Path, real: str, n_folds: int, parser) -> li
             with torch.no_grad():
                 passes = network(image, keep_passes=True)[:, 0].float().cpu()  # (P, K, H, W, D)
                 enable_mc_dropout(network)
-                samples = [network(image, flip_tta=False)[0].float().cpu() for _ in range(MC_SAMPLES)]
+                samples = torch.stack([network(image, flip_tta=False)[0].float().cpu() for _ in range(MC_SAMPLES)])
                 network.eval()
-            labels = lambda probs: np.stack([cleanup(p.argmax(dim=0, keepdim=True))[0].numpy() for p in probs])  # noqa: E731
             out.append(
                 {
                     "name": case,
                     "fold": k,
                     "voxel_ml": study.voxel_ml,
                     "truth": study.label[0].numpy().astype(np.uint8),
+                    # Kept for rules that need intensities (MVO cores), judged on the same predictions.
                     "image": study.image[0].numpy().astype(np.float16),  # model grid, normalised
-                    "pred": labels(passes.mean(dim=0, keepdim=True))[0].astype(np.uint8),
-                    "flip_passes": labels(passes).astype(np.uint8),
-                    "mc_dropout": labels(samples).astype(np.uint8),
+                    "pred": _labels(passes.mean(dim=0, keepdim=True))[0],
+                    "flip_passes": _labels(passes),
+                    "mc_dropout": _labels(samples),
                 }
             )
-    np.savez_compressed(cache, cases=np.array(out, dtype=object))
+    np.savez_compressed(cache, cases=np.array(out, dtype=object), fingerprint=fingerprint)
     return out
 
 
-def _spacing(case: dict) -> tuple[float, float, float]:
-    return EMIDEC_PNG_NOMINAL_SPACING_MM
+_CLEANUP = AnatomicalCleanup()
+
+
+def _labels(probs: torch.Tensor) -> np.ndarray:
+    """Labels as inference makes them (argmax, anatomical clean-up). Shape: (P, K, H, W, D) -> (P, H, W, D)."""
+    return np.stack([_CLEANUP(p.argmax(dim=0, keepdim=True))[0].numpy() for p in probs]).astype(np.uint8)
+
+
+# EMIDEC PNGs carry no spacing: areas and masses here are at the nominal 1.5 mm (lib/datasets.py), so
+# the calibrated speck area is in nominal mm^2 (the exams' true in-plane spacing is 1.25-2 mm).
+SPACING = EMIDEC_PNG_NOMINAL_SPACING_MM
 
 
 def _fit(cases: list[dict], spread: str, level: float) -> Calibration:
@@ -159,16 +185,19 @@ def _fit(cases: list[dict], spread: str, level: float) -> Calibration:
     """
     best = None
     for area in SPECK_AREAS_MM2:
-        cleaned = [remove_scar_specks(c["pred"], _spacing(c), area) for c in cases]
+        cleaned = [remove_scar_specks(c["pred"], SPACING, area) for c in cases]
         intercept, slope = fit_presence([scar_percent_lv(x) for x in cleaned], [_has_scar(c) for c in cases])
         trial = Calibration(area, intercept, slope, level, 0.0, 0.0)
-        score = float(np.mean([_scar_score(trial.finalise(c["pred"], _spacing(c)).label, c["truth"]) for c in cases]))
+        score = float(np.mean([_scar_score(trial.finalise(c["pred"], SPACING).label, c["truth"]) for c in cases]))
         if best is None or score > best[0] + 1e-9:
             best = (score, trial)
     calibration = best[1]
     percent_scores, mass_scores = [], []
     for c in cases:
-        predicted, spread_pp, truth_pct, truth_mass_pct = _interval_inputs(calibration, c, spread)
+        inputs = _interval_inputs(calibration, c, spread)
+        if inputs is None:
+            continue
+        predicted, spread_pp, truth_pct, truth_mass_pct = inputs
         floor = calibration.spread_floor_pp
         percent_scores.append(abs(truth_pct - predicted) / (spread_pp + floor))
         mass_scores.append(abs(truth_mass_pct - predicted) / (spread_pp + floor))
@@ -186,16 +215,21 @@ def _scar_score(pred: np.ndarray, truth: np.ndarray) -> float:
     return dice(np.isin(pred, TOTAL_SCAR), np.isin(truth, TOTAL_SCAR))
 
 
-def _interval_inputs(calibration: Calibration, case: dict, spread: str) -> tuple[float, float, float, float]:
-    """Predicted scar % LV, its spread, the expert's scar % LV and expert scar mass as % of predicted LV mass."""
-    final = calibration.finalise(case["pred"], _spacing(case)).label
+def _interval_inputs(calibration: Calibration, case: dict, spread: str) -> tuple[float, float, float, float] | None:
+    """Predicted scar % LV, its spread, the expert's scar % LV and expert scar mass as % of predicted LV mass.
+
+    None when no LV wall was predicted: inference withholds every percentage then (``no_myocardium``).
+    """
+    final = calibration.finalise(case["pred"], SPACING).label
+    predicted_wall = int(np.isin(final, LV_WALL).sum())
+    if predicted_wall == 0:
+        return None
     predicted = _percent(final)
     if spread == "none":
         spread_pp = 0.0
     else:
-        spread_pp = float(np.std([_percent(calibration.finalise(x, _spacing(case)).label) for x in case[spread]]))
+        spread_pp = float(np.std([_percent(calibration.finalise(x, SPACING).label) for x in case[spread]]))
     truth = case["truth"]
-    predicted_wall = max(int(np.isin(final, LV_WALL).sum()), 1)
     truth_mass_pct = 100.0 * int(np.isin(truth, TOTAL_SCAR).sum()) / predicted_wall
     return predicted, spread_pp, _percent(truth), truth_mass_pct
 
@@ -212,30 +246,39 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
         chosen_areas.append(fit.min_scar_area_mm2)
         fold = []
         for c in (c for c in cases if c["fold"] == k):
-            reading = fit.finalise(c["pred"], _spacing(c))
+            reading = fit.finalise(c["pred"], SPACING)
             fold.append(judge(c["name"], reading.label, c["truth"], c["voxel_ml"]))
-            predicted, spread_pp, truth_pct, truth_mass_pct = _interval_inputs(fit, c, spread)
-            low, high = fit.percent_interval(predicted, spread_pp)
-            mass_low, mass_high = fit.mass_interval(predicted, spread_pp, 100.0)  # in % of predicted LV mass
-            rows.append(
-                {
-                    "name": c["name"],
-                    "fold": k,
-                    "infarct": _has_scar(c),
-                    "lv_wall_dice": round(fold[-1]["lv_wall"], 3),
-                    "scar_dice": round(fold[-1]["scar"], 3),
-                    "scar_present": reading.present,
-                    "scar_present_probability": round(reading.probability, 3),
-                    "expert_scar_percent_lv": round(truth_pct, 2),
-                    "predicted_scar_percent_lv": round(predicted, 2),
-                    "interval": [low, high],
-                    "percent_covered": low <= truth_pct <= high,
-                    "mass_covered": mass_low <= truth_mass_pct <= mass_high,
-                }
-            )
+            inputs = _interval_inputs(fit, c, spread)
+            row = {
+                "name": c["name"],
+                "fold": k,
+                "infarct": _has_scar(c),
+                "lv_wall_dice": round(fold[-1]["lv_wall"], 3),
+                "scar_dice": round(fold[-1]["scar"], 3),
+                "scar_present": reading.present,
+                "scar_present_probability": round(reading.probability, 3),
+                "expert_scar_percent_lv": round(_percent(c["truth"]), 2),
+                "predicted_scar_percent_lv": None,
+                "interval": None,
+                "percent_covered": None,
+                "mass_covered": None,
+            }
+            if inputs is not None:
+                predicted, spread_pp, truth_pct, truth_mass_pct = inputs
+                low, high = fit.percent_interval(predicted, spread_pp)
+                mass_low, mass_high = fit.mass_interval(predicted, spread_pp, 100.0)  # in % of predicted LV mass
+                row.update(
+                    predicted_scar_percent_lv=round(predicted, 2),
+                    interval=[low, high],
+                    percent_covered=low <= truth_pct <= high,
+                    mass_covered=mass_low <= truth_mass_pct <= mass_high,
+                )
+            rows.append(row)
         judged.append(fold)
     positives = [r for r in rows if r["infarct"]]
     negatives = [r for r in rows if not r["infarct"]]
+    with_interval = [r for r in rows if r["interval"] is not None]
+    infarct_with_interval = [r for r in with_interval if r["infarct"]]
 
     def share(key: str, subset: list[dict]) -> float:
         return round(float(np.mean([r[key] for r in subset])), 3)
@@ -256,13 +299,14 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
         "intervals": {
             "level": level,
             "spread": spread,
-            "scar_percent_lv_coverage": share("percent_covered", rows),
-            "scar_percent_lv_coverage_infarct_cases": share("percent_covered", positives),
-            "scar_mass_coverage": share("mass_covered", rows),
-            "scar_mass_coverage_infarct_cases": share("mass_covered", positives),
-            "median_percent_width_pp": median_width(rows),
-            "median_percent_width_pp_infarct_cases": median_width(positives),
-            "cases": len(rows),
+            "scar_percent_lv_coverage": share("percent_covered", with_interval),
+            "scar_percent_lv_coverage_infarct_cases": share("percent_covered", infarct_with_interval),
+            "scar_mass_coverage": share("mass_covered", with_interval),
+            "scar_mass_coverage_infarct_cases": share("mass_covered", infarct_with_interval),
+            "median_percent_width_pp": median_width(with_interval),
+            "median_percent_width_pp_infarct_cases": median_width(infarct_with_interval),
+            "cases": len(with_interval),
+            "cases_without_predicted_wall": len(rows) - len(with_interval),
         },
     }
     final = _fit(cases, spread, level)
@@ -273,6 +317,9 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
 def _per_case_table(rows: list[dict]) -> str:
     lines = ["case        fold  wall  scar   p(scar)  expert%  predicted%  interval         covered"]
     for r in rows:
+        if r["interval"] is None:
+            lines.append(f"{r['name']:<11} {r['fold']:>4}  no LV wall predicted: no percentage, no interval")
+            continue
         low, high = r["interval"]
         lines.append(
             f"{r['name']:<11} {r['fold']:>4}  {r['lv_wall_dice']:.3f} {r['scar_dice']:.3f}  "
@@ -327,20 +374,21 @@ def main() -> None:
         help="with --cv and --real: write the rules fitted on every out-of-fold prediction here "
         "(apps/scar_lge/model/calibration.json ships with the default model)",
     )
-    parser.add_argument(
-        "--spread", choices=SPREADS, default="flip_passes", help="the intervals' spread for --calibration"
-    )
     args = parser.parse_args()
     if args.calibration and not (args.cv and args.real):
         parser.error("--calibration needs --cv and --real")
     if args.cv:
         report = cross_validation(Path(args.cv), args.real, args.folds, parser)
         if args.calibration:
-            chosen = report["calibrated"][args.spread]["calibration"]
+            # Inference scales intervals by the flip-pass spread, so only that calibration is valid for it;
+            # the others are printed for comparison.
+            chosen = report["calibrated"]["flip_passes"]["calibration"]
+            if not math.isfinite(chosen.interval_q_percent) or not math.isfinite(chosen.interval_q_mass):
+                parser.error("too few out-of-fold cases for a finite 90 % conformal quantile")
             chosen.source = {
                 "fold_models": report["fold_models"],
                 "recipe": checkpoint_recipe(),
-                "spread": args.spread,
+                "spread": "flip_passes",
                 "command": "benchmarks/eval_default_model.py " + " ".join(sys.argv[1:]),
                 "created": time.strftime("%Y-%m-%d"),
             }
@@ -352,8 +400,8 @@ def main() -> None:
         rows = {spread: figures.pop("per_case") for spread, figures in report.get("calibrated", {}).items()}
         print(json.dumps(report, indent=2))
         if rows:
-            print(f"\nper case, leave-one-fold-out, intervals from {args.spread}:")
-            print(_per_case_table(rows[args.spread]))
+            print("\nper case, leave-one-fold-out, intervals scaled by the flip-pass spread:")
+            print(_per_case_table(rows["flip_passes"]))
         return
     device = default_device()
 

@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..label_io import read_geometry, write_label_like
 from ..metrics import scar_quantification
 from ..model import CHECKPOINT_KEY, SPEC, ScarNet
-from ..model_store import CurrentNetwork, ModelStore
+from ..model_store import DEFAULT_VERSION, CurrentNetwork, ModelStore
 from ..transforms.anatomy import AnatomicalCleanup, AnatomicalCleanupd
 from ..transforms.pipelines import preprocess
 
@@ -200,7 +200,7 @@ class ScarInfer(BasicInferTask):
             heart_found=bool(localisation.get("heart_found", False)),
             inversion_recovery=inversion_recovery(image_path),
             mvo_validation=provenance.get("mvo_validation"),
-            calibrated_version=data.get("model_version") == "default" if reading is not None else None,
+            calibrated_version=data.get("model_version") == DEFAULT_VERSION if reading is not None else None,
         )
         result = {
             **assessed,
