@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from lib.calibration import (
     Calibration,
@@ -163,3 +164,11 @@ def test_a_missing_or_broken_calibration_file_is_reported_not_raised(tmp_path):
 def test_scar_percent_of_a_wall_free_label_is_undefined():
     assert scar_percent_lv(np.zeros((4, 4, 2), np.uint8)) is None
     assert scar_percent_lv(_heart(scar_pixels=0)) == 0.0
+
+
+@pytest.mark.parametrize("field", ["min_scar_area_mm2", "interval_q_percent"])
+def test_the_shipped_calibration_loads_with_its_cross_validation(field):
+    calibration, problem = load_shipped()
+    assert problem is None, problem
+    assert getattr(calibration, field) >= 0
+    assert {"scar_presence", "intervals", "lv_wall"} <= set(calibration.cross_validation)

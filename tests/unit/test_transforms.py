@@ -97,3 +97,13 @@ def test_cleanup_keeps_one_wall_and_drops_scar_outside_it():
     assert out[0, 3, 3, 0] == 0 and out[0, 56, 56, 0] == 0
     assert (out == SCAR).sum() == ((label == SCAR).sum() - 9)
     assert out.shape == label.shape
+
+
+def test_wall_only_cleanup_keeps_every_wall_and_scar_voxel_of_the_full_cleanup():
+    from lib.constants import LV_WALL
+
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 5, (1, 40, 40, 3)).astype(np.uint8)  # many fragments of every class
+    full, wall_only = AnatomicalCleanup()(label), AnatomicalCleanup()(label, wall_only=True)
+    assert np.array_equal(np.isin(full, LV_WALL) * full, np.isin(wall_only, LV_WALL) * wall_only)
+    assert not np.array_equal(full, wall_only)  # the cavity step did change something here

@@ -154,7 +154,7 @@ class ScarInfer(BasicInferTask):
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda"):
         image = data[IMAGE]
         data = super().run_inferer(data, convert_to_batch=convert_to_batch, device=device)
-        passes = data[PRED].float().cpu()  # (P, K, H, W, D): one per flip pass, see _FlipPasses
+        passes = torch.as_tensor(data[PRED]).float().cpu()  # (P, K, H, W, D): one per flip pass, see _FlipPasses
         data["flip_spread_pp"] = self._flip_spread(passes, [float(v) for v in image.pixdim[:3]])
         # Carry the image's transform trace onto the probabilities so Invertd can undo the resampling.
         data[PRED] = MetaTensor(passes.mean(dim=0), meta=image.meta, applied_operations=list(image.applied_operations))
@@ -165,13 +165,24 @@ class ScarInfer(BasicInferTask):
         return data
 
     def _flip_spread(self, passes: torch.Tensor, spacing_mm: list[float]) -> float | None:
-        """SD of scar % LV over the flip passes, each labelled as the answer is (cleanup, calibrated rules)."""
+        """SD of scar % LV over the flip passes, each labelled as the answer is (clean-up, calibrated rules).
+
+        Exactly the spread the calibration was fitted with (benchmarks/eval_default_model.py), computed
+        faster: on the box that holds every pass's foreground (outside it every pass is background), and
+        without the cavity clean-up, which changes no wall or scar voxel.
+        """
         if self.calibration is None:
             return None
+        # Classes last before argmax: torch's CPU argmax over a strided class axis took 0.46 s here, 0.05 s so.
+        labels = passes.permute(0, 2, 3, 4, 1).contiguous().argmax(dim=-1)  # (P, H, W, D)
+        rows, cols = torch.nonzero((labels > 0).any(dim=0).any(dim=-1), as_tuple=True)
+        if rows.numel() == 0:
+            return 0.0
+        box = labels[:, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
         percents = []
-        for probs in passes:
-            label = self._cleanup(probs.argmax(dim=0, keepdim=True))[0].numpy()
-            percents.append(scar_percent_lv(self.calibration.finalise(label, spacing_mm).label) or 0.0)
+        for label in box:
+            cleaned = self._cleanup(label[None], wall_only=True)[0].numpy()
+            percents.append(scar_percent_lv(self.calibration.finalise(cleaned, spacing_mm).label) or 0.0)
         return float(np.std(percents))
 
     def post_transforms(self, data=None):
