@@ -43,8 +43,9 @@ WARNING_CODES: dict[str, str] = {
     ),
     "no_myocardium": "No LV myocardium was segmented: scar and MVO cannot be given as a percentage of LV mass.",
     "calibrated_on_default_model": (
-        "The scar-presence probability, the speck rule and the intervals were fitted on the default model's "
-        "cross-validation; this model version was fine-tuned since and they were not re-checked for it."
+        "The scar-presence probability, the speck rule and the intervals were fitted for the default model (on a "
+        "cross-validation of its training recipe); this model version was fine-tuned since and they were not "
+        "re-checked for it."
     ),
 }
 
