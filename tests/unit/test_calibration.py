@@ -131,6 +131,9 @@ def test_the_answer_carries_presence_and_intervals_or_says_why_not():
     assessed = _assessed(reading.label)
     out = calibrated_figures(calibration, reading, assessed, 0.5)
     assert out["scar_present"]["value"] is True and 0.9 < out["scar_present"]["probability"] <= 1
+    assert "under 10 mm^2" in out["scar_present"]["rule"]
+    no_specks = calibrated_figures(_calibration(min_scar_area_mm2=0.0), reading, _assessed(reading.label), 0.5)
+    assert no_specks["scar_present"]["rule"].startswith("a logistic model of log(0.1 + scar % LV)")
     low, high = out["scar_intervals"]["scar_percent_lv_mass"]
     assert low < assessed["scar_percent_lv_mass"] < high
     mass_low, mass_high = out["scar_intervals"]["scar_mass_g"]

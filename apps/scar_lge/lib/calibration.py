@@ -199,9 +199,13 @@ def calibrated_figures(
     out["scar_present"] = {
         "value": reading.present,
         "probability": round(reading.probability, 3),
-        "rule": f"scar components under {calibration.min_scar_area_mm2:g} mm^2 per slice removed, then a logistic "
-        "model of log(0.1 + scar % LV); below probability 0.5 the study reads 'no scar' and its scar is shown "
-        "as myocardium",
+        "rule": (
+            f"scar components under {calibration.min_scar_area_mm2:g} mm^2 per slice removed, then a logistic model"
+            if calibration.min_scar_area_mm2 > 0
+            else "a logistic model"  # cross-validation chose no speck area
+        )
+        + " of log(0.1 + scar % LV); below probability 0.5 the study reads 'no scar' and its scar is shown as "
+        "myocardium",
         "cross_validation": cv.get("scar_presence"),
     }
     percent, lv_mass = assessed.get("scar_percent_lv_mass"), assessed.get("lv_myocardial_mass_g")
