@@ -40,7 +40,9 @@ from lib.calibration import (  # noqa: E402
     SPECK_AREAS_MM2,
     Calibration,
     conformal_quantile,
+    conformity_score,
     fit_presence,
+    label_passes,
     remove_scar_specks,
     scar_percent_lv,
 )
@@ -53,10 +55,9 @@ from lib.datasets import (  # noqa: E402
     phantom_studies,
     split_cases,
 )
-from lib.engine import judge, predict_label, validate  # noqa: E402
+from lib.engine import judge, label_from_probs, predict_label, validate  # noqa: E402
 from lib.metrics import dice, summarise_cases  # noqa: E402
 from lib.model import build_network, checkpoint_recipe, default_device, enable_mc_dropout, load_checkpoint  # noqa: E402
-from lib.transforms.anatomy import AnatomicalCleanup  # noqa: E402
 
 PHANTOM_SEEDS = range(30, 42)
 FALSE_SCAR_G = 1.0  # the clinically visible amount: a normal heart given more than 1 g of scar
@@ -110,8 +111,9 @@ def _percent(label: np.ndarray) -> float:
 def out_of_fold_predictions(folder: Path, real: str, n_folds: int, parser) -> list[dict]:
     """Each EMIDEC case predicted by the fold model that never saw it; cached in ``folder/oof.npz``.
 
-    Per case: the image, the expert label, the flip-averaged prediction (as inference labels it, before the
-    calibrated rules), each flip pass's label and :data:`MC_SAMPLES` Monte-Carlo dropout labels.
+    Per case: the image, the expert label, the flip-averaged and the single-pass prediction (as inference
+    labels them, before the calibrated rules), and each flip pass and :data:`MC_SAMPLES` Monte-Carlo
+    dropout samples labelled for the spread (:func:`lib.calibration.label_passes`).
     """
     root = Path(real) / "emidec_png"
     cases = emidec_png_cases(root)
@@ -155,21 +157,15 @@ def out_of_fold_predictions(folder: Path, real: str, n_folds: int, parser) -> li
                     "truth": study.label[0].numpy().astype(np.uint8),
                     # Kept for rules that need intensities (MVO cores), judged on the same predictions.
                     "image": study.image[0].numpy().astype(np.float16),  # model grid, normalised
-                    "pred": _labels(passes.mean(dim=0, keepdim=True))[0],
-                    "flip_passes": _labels(passes),
-                    "mc_dropout": _labels(samples),
+                    "pred": label_from_probs(passes.mean(dim=0))[0].numpy().astype(np.uint8),
+                    "single_pass": label_from_probs(passes[0])[0].numpy().astype(np.uint8),
+                    # Spreads are labelled as inference labels them (lib/calibration.label_passes).
+                    "flip_passes": label_passes(passes),
+                    "mc_dropout": label_passes(samples),
                 }
             )
     np.savez_compressed(cache, cases=np.array(out, dtype=object), fingerprint=fingerprint)
     return out
-
-
-_CLEANUP = AnatomicalCleanup()
-
-
-def _labels(probs: torch.Tensor) -> np.ndarray:
-    """Labels as inference makes them (argmax, anatomical clean-up). Shape: (P, K, H, W, D) -> (P, H, W, D)."""
-    return np.stack([_CLEANUP(p.argmax(dim=0, keepdim=True))[0].numpy() for p in probs]).astype(np.uint8)
 
 
 # EMIDEC PNGs carry no spacing: areas and masses here are at the nominal 1.5 mm (lib/datasets.py), so
@@ -198,9 +194,8 @@ def _fit(cases: list[dict], spread: str, level: float) -> Calibration:
         if inputs is None:
             continue
         predicted, spread_pp, truth_pct, truth_mass_pct = inputs
-        floor = calibration.spread_floor_pp
-        percent_scores.append(abs(truth_pct - predicted) / (spread_pp + floor))
-        mass_scores.append(abs(truth_mass_pct - predicted) / (spread_pp + floor))
+        percent_scores.append(conformity_score(truth_pct, predicted, spread_pp, calibration.spread_floor_pp))
+        mass_scores.append(conformity_score(truth_mass_pct, predicted, spread_pp, calibration.spread_floor_pp))
     calibration.interval_q_percent = conformal_quantile(percent_scores, level)
     calibration.interval_q_mass = conformal_quantile(mass_scores, level)
     return calibration
@@ -225,10 +220,7 @@ def _interval_inputs(calibration: Calibration, case: dict, spread: str) -> tuple
     if predicted_wall == 0:
         return None
     predicted = _percent(final)
-    if spread == "none":
-        spread_pp = 0.0
-    else:
-        spread_pp = float(np.std([_percent(calibration.finalise(x, SPACING).label) for x in case[spread]]))
+    spread_pp = 0.0 if spread == "none" else calibration.spread_pp(case[spread], SPACING)
     truth = case["truth"]
     truth_mass_pct = 100.0 * int(np.isin(truth, TOTAL_SCAR).sum()) / predicted_wall
     return predicted, spread_pp, _percent(truth), truth_mass_pct
@@ -345,7 +337,7 @@ def cross_validation(folder: Path, real: str | None, n_folds: int, parser) -> di
         for k in range(n_folds)
     ]
     single = [
-        [judge(c["name"], c["flip_passes"][0], c["truth"], c["voxel_ml"]) for c in cases if c["fold"] == k]
+        [judge(c["name"], c["single_pass"], c["truth"], c["voxel_ml"]) for c in cases if c["fold"] == k]
         for k in range(n_folds)
     ]
     device = default_device()

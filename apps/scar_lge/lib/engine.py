@@ -136,6 +136,14 @@ def predict_label(
     network.eval()
     with torch.no_grad():
         probs = network(image[None].to(device), flip_tta=flip_tta)[0]
+    return label_from_probs(probs)
+
+
+def label_from_probs(probs: torch.Tensor) -> torch.Tensor:
+    """A label as inference makes it from class probabilities: argmax, then the anatomical clean-up.
+
+    Shape: (K, H, W, D) -> (1, H, W, D).
+    """
     return AnatomicalCleanup()(probs.argmax(dim=0, keepdim=True).cpu())
 
 
@@ -176,8 +184,8 @@ def cpu_has_bf16_matrix_units() -> bool:
     """True on CPUs with AMX tiles, where bf16 autocast trains the segmenter about 1.45x faster than fp32.
 
     Measured on this project's 2-core Xeon (a 32x128x128 segmenter step: 0.47 s fp32, 0.32 s bf16);
-    without AMX, bf16 on CPU is emulated and slower, so it stays off. The check is a private torch
-    function, hence the guard.
+    without AMX, bf16 on CPU is emulated and slower, which the default-model script warns about. The
+    check is a private torch function, hence the guard.
     """
     check = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(check and check())

@@ -15,7 +15,7 @@ from monai.transforms import AsDiscreted, Compose, Invertd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from ..calibration import calibrated_figures, load_shipped, scar_percent_lv
+from ..calibration import calibrated_figures, label_passes, load_shipped
 from ..caveats import assess, inversion_recovery
 from ..constants import IMAGE, LABELS, PRED
 from ..errors import InputError
@@ -23,7 +23,7 @@ from ..label_io import read_geometry, write_label_like
 from ..metrics import scar_quantification
 from ..model import CHECKPOINT_KEY, SPEC, ScarNet
 from ..model_store import DEFAULT_VERSION, CurrentNetwork, ModelStore
-from ..transforms.anatomy import AnatomicalCleanup, AnatomicalCleanupd
+from ..transforms.anatomy import AnatomicalCleanupd
 from ..transforms.pipelines import preprocess
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,6 @@ class ScarInfer(BasicInferTask):
         self._preprocess = preprocess([IMAGE])
         self._current: dict[str, CurrentNetwork] = {}  # per device; see _get_network
         self._lock = threading.Lock()
-        self._cleanup = AnatomicalCleanup()
         # The rules fitted on the default model's cross-validation (lib/calibration.py), read once.
         self.calibration, self.calibration_problem = load_shipped()
 
@@ -165,25 +164,10 @@ class ScarInfer(BasicInferTask):
         return data
 
     def _flip_spread(self, passes: torch.Tensor, spacing_mm: list[float]) -> float | None:
-        """SD of scar % LV over the flip passes, each labelled as the answer is (clean-up, calibrated rules).
-
-        Exactly the spread the calibration was fitted with (benchmarks/eval_default_model.py), computed
-        faster: on the box that holds every pass's foreground (outside it every pass is background), and
-        without the cavity clean-up, which changes no wall or scar voxel.
-        """
+        """SD of scar % LV over the flip passes, exactly as the calibration was fitted (lib/calibration.py)."""
         if self.calibration is None:
             return None
-        # Classes last before argmax: torch's CPU argmax over a strided class axis took 0.46 s here, 0.05 s so.
-        labels = passes.permute(0, 2, 3, 4, 1).contiguous().argmax(dim=-1)  # (P, H, W, D)
-        rows, cols = torch.nonzero((labels > 0).any(dim=0).any(dim=-1), as_tuple=True)
-        if rows.numel() == 0:
-            return 0.0
-        box = labels[:, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-        percents = []
-        for label in box:
-            cleaned = self._cleanup(label[None], wall_only=True)[0].numpy()
-            percents.append(scar_percent_lv(self.calibration.finalise(cleaned, spacing_mm).label) or 0.0)
-        return float(np.std(percents))
+        return self.calibration.spread_pp(label_passes(passes), spacing_mm)
 
     def post_transforms(self, data=None):
         return [
