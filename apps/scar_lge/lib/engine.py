@@ -14,7 +14,8 @@ from functools import cached_property
 
 import numpy as np
 import torch
-from monai.data import DataLoader, Dataset, MetaTensor
+from monai.data import DataLoader, Dataset, MetaTensor, set_track_meta
+from monai.data.utils import worker_init_fn as monai_worker_init
 from monai.losses import DiceCELoss
 from monai.transforms import Compose
 from monai.utils import set_determinism
@@ -123,6 +124,18 @@ class SliceDataset(Dataset):
         sample = self.augment(sample)
         sample = self.augment_localiser(sample)
         return {key: torch.as_tensor(v).float() for key, v in sample.items()}
+
+
+def _slice_worker_init(worker_id: int) -> None:
+    """MONAI's per-worker seeding, then no MetaTensor bookkeeping in the worker.
+
+    Training samples are plain 2D crops whose geometry nobody reads back, and tracking metadata through
+    the augmentation cost about a sixth of each sample's time (12.3 -> 10.2 ms on this project's CPU).
+    Only loader workers switch it off: the flag is process-global, and the main process still needs
+    the metadata to load and judge studies.
+    """
+    monai_worker_init(worker_id)
+    set_track_meta(False)
 
 
 def predict_label(
@@ -238,6 +251,7 @@ def train(
         num_workers=num_workers,
         drop_last=len(dataset) > batch_size,
         persistent_workers=num_workers > 0,
+        worker_init_fn=_slice_worker_init,
     )
     history = []
     for epoch in range(epochs):

@@ -76,15 +76,17 @@ def main() -> None:
         help="with --all-cases: the folder of this recipe's fold<K>.json; their held-out results become the "
         "checkpoint's validation and MVO validation (an all-cases model has no held-out exam of its own)",
     )
+    parser.add_argument(
+        "--cv-wait",
+        type=float,
+        default=0.0,
+        help="with --cv: wait up to this many seconds after training for fold reports still being written",
+    )
     args = parser.parse_args()
     if args.cv and not args.all_cases:
         parser.error("--cv goes with --all-cases")
-    cv_results = []
-    if args.cv:
-        files = sorted(Path(args.cv).glob("fold*.json"))
-        if len(files) != args.folds:
-            parser.error(f"--cv: expected {args.folds} fold*.json in {args.cv}, found {len(files)}")
-        cv_results = [c for f in files for c in json.loads(f.read_text())["held_out_per_case"]]
+    if args.cv and not Path(args.cv).is_dir():
+        parser.error(f"--cv: no such folder {args.cv}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     root = Path(args.real) / "emidec_png"
@@ -145,11 +147,25 @@ def main() -> None:
     )
 
     results = validate(network, held_out_studies, args.device)
+    # Read after training, so the all-cases model can train beside its fold models
+    # (apps/scar_lge/scripts/train_cv.sh); a missing report is said, not guessed, and the model is kept.
+    cv_results, cv_missing = [], None
+    if args.cv:
+        deadline = time.time() + args.cv_wait
+        while True:
+            try:
+                cv_results = read_cv_results(Path(args.cv), args.folds)
+                break
+            except ValueError as e:
+                if time.time() >= deadline:
+                    cv_missing = str(e)
+                    break
+                time.sleep(5)
     # An all-cases model is vouched for by its recipe's cross-validation, when given.
     validation_results, validation_source = (
         (cv_results, f"{args.folds}-fold cross-validation of this recipe ({args.cv})")
         if cv_results
-        else (results, "held-out EMIDEC")
+        else (results, f"none: {cv_missing}" if cv_missing else "held-out EMIDEC")
     )
     summary = summarise_cases(validation_results)
     train_info = {
@@ -208,8 +224,21 @@ def main() -> None:
         "spec": asdict(SPEC),
     }
     if args.metrics:
-        Path(args.metrics).write_text(json.dumps(report, indent=2))
+        # Atomic: an all-cases run beside this one reads the fold reports as soon as they appear.
+        metrics = Path(args.metrics)
+        metrics.with_suffix(".tmp").write_text(json.dumps(report, indent=2))
+        metrics.with_suffix(".tmp").replace(metrics)
     print(json.dumps({"held_out_emidec": summary, "nifti": nifti}, indent=2))
+    if cv_missing:
+        sys.exit(f"checkpoint {args.out} saved WITHOUT its cross-validation: {cv_missing}")
+
+
+def read_cv_results(folder: Path, folds: int) -> list[dict]:
+    """Every held-out case of a recipe's ``folds`` fold reports (fold<K>.json), or ValueError saying what is missing."""
+    files = sorted(folder.glob("fold*.json"))
+    if len(files) != folds:
+        raise ValueError(f"--cv: expected {folds} fold*.json in {folder}, found {len(files)}")
+    return [c for f in files for c in json.loads(f.read_text())["held_out_per_case"]]
 
 
 if __name__ == "__main__":
