@@ -29,9 +29,12 @@ def _free_port() -> int:
 
 
 class Server:
-    """A server process on loopback, in its own process group, logging to ``root/server.log``."""
+    """A server process on loopback, in its own process group, logging to ``root/server.log``.
 
-    def __init__(self, root: Path, studies: Path, model_dir: Path):
+    ``studies`` is a folder or a DICOMweb URL; ``conf`` adds ``--conf key value`` pairs.
+    """
+
+    def __init__(self, root: Path, studies: Path | str, model_dir: Path, conf: dict[str, str] | None = None):
         self.root, self.studies, self.model_dir = root, studies, model_dir
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -63,6 +66,8 @@ class Server:
             "model_dir",
             str(model_dir),
         ]
+        for key, value in (conf or {}).items():
+            cmd += ["--conf", key, value]
         with open(self.log, "w") as log:
             # A new session, so stop() also ends the train and scoring subprocesses the server starts.
             self.process = subprocess.Popen(

@@ -12,6 +12,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from lib.configs.scar import ScarConfig
 from lib.constants import LABELS, MODEL_NAME
 from lib.datastore import ScarDatastore
+from lib.dicomweb_datastore import ScarDICOMwebDatastore
 from lib.errors import InputError, as_http
 from lib.lifecycle import ParentWatch, in_background_run, show_progress_plainly
 from lib.model import CheckpointError
@@ -48,8 +49,11 @@ class ScarLGEApp(MONAILabelApp):
         )
 
     def init_datastore(self):
+        if self.studies.startswith(("http://", "https://")):
+            # A DICOMweb store (Orthanc): MR series are the studies, DICOM SEG the corrected labels.
+            return ScarDICOMwebDatastore(self.studies, mirror=self.conf.get("dicomweb_mirror") or None)
         if not os.path.isdir(self.studies):
-            raise ValueError(f"studies folder not found: {self.studies} (remote datastores are not wired yet)")
+            raise ValueError(f"studies folder not found: {self.studies} (give a folder or a DICOMweb URL)")
         return ScarDatastore(self.studies, auto_reload=True)
 
     def init_infers(self):
@@ -77,12 +81,17 @@ class ScarLGEApp(MONAILabelApp):
     def info(self):
         info = super().info()
         fraction = self.config.settings.val_split
-        labelled = self.datastore().get_labeled_images(DefaultLabelTag.FINAL.value)
         info["validation"] = {
             "rule": f"a study validates when a hash of its id falls below {fraction}; it is decided per study, "
             "never changes as studies are added, and validation studies are never trained on",
-            "studies": sorted(i for i in labelled if is_validation_study(i, fraction)),
         }
+        try:
+            labelled = self.datastore().get_labeled_images(DefaultLabelTag.FINAL.value)
+            info["validation"]["studies"] = sorted(i for i in labelled if is_validation_study(i, fraction))
+            info["datastore"] = {**info.get("datastore", {}), "reachable": True}
+        except HTTPException as e:  # a DICOMweb store that is down: /info/ still answers, and says so
+            info["validation"]["studies"] = None
+            info["datastore"] = {**info.get("datastore", {}), "reachable": False, "reason": e.detail}
         info["model_versions"] = self.config.store.describe()
         return info
 
