@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Install (if needed) and start the MONAI Label server on 127.0.0.1 with apps/scar_lge, the sample
 # studies and the shipped default model. Extra arguments go to start_server (e.g. --port 8001).
+# --dicomweb first: the studies in a private Orthanc DICOMweb store instead, for OHIF (README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+if [ "${1:-}" = "--dicomweb" ]; then
+  # Orthanc with the sample studies as DICOM MR series, and this script again on it (scripts/serve_dicomweb.py).
+  shift
+  exec .venv/bin/python scripts/serve_dicomweb.py "$@"
+fi
 export MONAI_LABEL_TRACKING_ENABLED=false        # mlflow 3 rejects MONAI Label's file:// store
 export MONAI_LABEL_AUTO_UPDATE_SCORING=false     # scores refresh lazily, per published model
 export MONAI_LABEL_DATASTORE_AUTO_RELOAD=true
