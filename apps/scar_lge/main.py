@@ -10,7 +10,7 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lib.configs.scar import ScarConfig
-from lib.constants import LABELS, MODEL_NAME
+from lib.constants import FOREGROUND_LABELS, MODEL_NAME
 from lib.datastore import ScarDatastore
 from lib.dicomweb_datastore import ScarDICOMwebDatastore
 from lib.errors import InputError, as_http
@@ -45,7 +45,7 @@ class ScarLGEApp(MONAILabelApp):
             name="scar_lge",
             description="Myocardial scar on late gadolinium enhancement MRI",
             version="0.2.0",
-            labels=list(LABELS),
+            labels=list(FOREGROUND_LABELS),  # OHIF's panel makes one segment per name: no 'background'
         )
 
     def init_datastore(self):

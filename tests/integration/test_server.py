@@ -38,7 +38,8 @@ def _snapshot(server) -> dict:
 
 def test_info_lists_the_scar_model_with_emidec_labels_in_order(server):
     info = MONAILabelClient(server.url).info()
-    assert info["models"]["scar"]["labels"] == ["background", "lv_cavity", "myocardium", "scar", "mvo"]
+    assert info["models"]["scar"]["labels"] == {"lv_cavity": 1, "myocardium": 2, "scar": 3, "mvo": 4}
+    assert info["labels"] == ["lv_cavity", "myocardium", "scar", "mvo"]
     assert info["models"]["scar"]["label_values"] == {
         "background": 0,
         "lv_cavity": 1,

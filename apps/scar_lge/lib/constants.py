@@ -13,6 +13,9 @@ SCAR_PROBABILITY = "scar_probability"
 LABELS: dict[str, int] = {"background": 0, "lv_cavity": 1, "myocardium": 2, "scar": 3, "mvo": 4}
 BACKGROUND, LV_CAVITY, MYOCARDIUM, SCAR, MVO = (LABELS[k] for k in LABELS)
 NUM_CLASSES = len(LABELS)
+# The structures a viewer shows, name -> label value: background is no segment. A mapping, not a list:
+# MONAI Label's OHIF panel and Slicer plugin number a list from 1, which put every name one value off.
+FOREGROUND_LABELS: dict[str, int] = {k: v for k, v in LABELS.items() if v != BACKGROUND}
 LV_WALL = (MYOCARDIUM, SCAR, MVO)
 TOTAL_SCAR = (SCAR, MVO)
 HEART = (LV_CAVITY, MYOCARDIUM, SCAR, MVO)

@@ -158,8 +158,11 @@ def check_label(label_path: str, image_path: str) -> np.ndarray:
     return np.transpose(values.astype(np.uint8), (2, 1, 0))
 
 
-def write_label_like(label_xyz: np.ndarray, image_path: str, out_path: str) -> str:
+def write_label_like(label_xyz: np.ndarray, image_path: str, out_path: str, *, compress: bool = True) -> str:
     """Write a (x, y, z) label on exactly the grid of ``image_path``.
+
+    ``compress`` False writes NRRD (and other ITK formats) raw: OHIF's NRRD reader asks for that
+    (``result_compress=false``) and misreads a gzip body. A ``.nii.gz`` name is always gzip.
 
     A NIfTI study gets its own header back (only the data type changes), so every viewer overlays
     label and image identically, whatever it makes of the header; anything else (DICOM series, NRRD)
@@ -181,5 +184,5 @@ def write_label_like(label_xyz: np.ndarray, image_path: str, out_path: str) -> s
         raise ValueError(f"label shape {label_xyz.shape} differs from image {reference.GetSize()}")
     label = sitk.GetImageFromArray(np.transpose(label_xyz, (2, 1, 0)))
     label.CopyInformation(reference)
-    sitk.WriteImage(label, out_path, useCompression=True)
+    sitk.WriteImage(label, out_path, useCompression=compress)
     return out_path

@@ -17,7 +17,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from ..calibration import calibrated_figures, label_passes, load_shipped
 from ..caveats import assess, inversion_recovery
-from ..constants import IMAGE, LABELS, PRED
+from ..constants import FOREGROUND_LABELS, IMAGE, LABELS, PRED
 from ..errors import InputError
 from ..label_io import read_geometry, write_label_like
 from ..metrics import scar_quantification
@@ -43,7 +43,12 @@ def check_result_extension(extension: str) -> str:
     return extension
 
 
-def write_label_file(label_xyz: np.ndarray, image_path: str, extension: str) -> str:
+def wants_compression(value: Any) -> bool:
+    """A request's ``result_compress``: OHIF sends JSON false, a form may send the text 'false'."""
+    return str(value).strip().lower() not in ("false", "0", "no", "off")
+
+
+def write_label_file(label_xyz: np.ndarray, image_path: str, extension: str, *, compress: bool = True) -> str:
     """Write an (x, y, z) label on exactly ``image_path``'s grid to a new temporary file; returns its path.
 
     The server sends that file and deletes it after answering.
@@ -54,7 +59,7 @@ def write_label_file(label_xyz: np.ndarray, image_path: str, extension: str) -> 
     suffix = check_result_extension(extension)
     out_path = tempfile.NamedTemporaryFile(suffix=suffix, delete=False).name
     try:
-        return write_label_like(label_xyz, image_path, out_path)
+        return write_label_like(label_xyz, image_path, out_path, compress=compress)
     except BaseException:
         os.remove(out_path)
         raise
@@ -75,7 +80,7 @@ class ScarInfer(BasicInferTask):
             path=store.current().path,
             network=network,
             type=InferType.SEGMENTATION,
-            labels=dict(LABELS),
+            labels=dict(FOREGROUND_LABELS),
             dimension=3,
             description=description,
             model_state_dict=CHECKPOINT_KEY,
@@ -108,8 +113,7 @@ class ScarInfer(BasicInferTask):
 
     def info(self) -> dict[str, Any]:
         info = super().info()
-        # The OHIF panel needs a list; its order is the label value (background 0 ... mvo 4).
-        info["labels"] = list(LABELS)
+        info["labels"] = dict(FOREGROUND_LABELS)  # name -> value, read by value by OHIF and Slicer
         info["label_values"] = dict(LABELS)
         info["spacing_mm"] = SPEC.spacing_mm
         current = self.store.current()
@@ -186,7 +190,12 @@ class ScarInfer(BasicInferTask):
         if self.calibration is not None:  # specks and a "no scar" study's scar, as cross-validation chose
             reading = self.calibration.finalise(label, geometry.spacing)
             label = reading.label
-        out_path = write_label_file(label, image_path, extension or data.get("result_extension", RESULT_EXTENSIONS[0]))
+        out_path = write_label_file(
+            label,
+            image_path,
+            extension or data.get("result_extension", RESULT_EXTENSIONS[0]),
+            compress=wants_compression(data.get("result_compress", True)),
+        )
         provenance = data.get("model_provenance") or {}
         figures = scar_quantification(label, geometry.spacing)
         localisation = data.get("localisation", {})

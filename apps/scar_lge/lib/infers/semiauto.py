@@ -22,13 +22,13 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from ..caveats import assess, inversion_recovery
-from ..constants import IMAGE, LABELS, MODEL_NAME
+from ..constants import FOREGROUND_LABELS, IMAGE, LABELS, MODEL_NAME
 from ..errors import InputError
 from ..label_io import check_label, read_geometry, read_voxels
 from ..metrics import scar_quantification
 from ..names import check_name
 from ..semiauto import METHODS, REMOTE_SECTOR_DEG, SemiAutoError, SemiAutoResult, nsd_scar, remote_region
-from .scar import RESULT_EXTENSIONS, ScarInfer, check_result_extension, write_label_file
+from .scar import RESULT_EXTENSIONS, ScarInfer, check_result_extension, wants_compression, write_label_file
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class SemiAutoScarInfer(InferTask):
             config["n_sd"] = N_SD_DEFAULT
         super().__init__(
             type=InferType.SEGMENTATION,
-            labels=dict(LABELS),
+            labels=dict(FOREGROUND_LABELS),
             dimension=3,
             description=f"Semi-automatic scar inside an existing LV wall; {RULES[rule]}. The wall comes from "
             f"wall_from: a label tag of the study (default '{DEFAULT_WALL_TAG}') or '{WALL_FROM_MODEL}' "
@@ -110,7 +110,7 @@ class SemiAutoScarInfer(InferTask):
 
     def info(self) -> dict[str, Any]:
         info = super().info()
-        info["labels"] = list(LABELS)  # the same list and values as the scar task (see ScarInfer.info)
+        info["labels"] = dict(FOREGROUND_LABELS)  # the same names and values as the scar task (see ScarInfer.info)
         info["label_values"] = dict(LABELS)
         info["ready"] = True
         return info
@@ -134,6 +134,7 @@ class SemiAutoScarInfer(InferTask):
             "remote_start_deg": _number(request, "remote_start_deg", None),
             "remote_width_deg": _number(request, "remote_width_deg", REMOTE_SECTOR_DEG),
             "result_extension": check_result_extension(request.get("result_extension") or RESULT_EXTENSIONS[0]),
+            "result_compress": wants_compression(request.get("result_compress", True)),
         }
         if self.rule == "nsd":
             options["n_sd"] = _number(request, "n_sd", N_SD_DEFAULT)
@@ -171,7 +172,9 @@ class SemiAutoScarInfer(InferTask):
             "semi_automatic": {"method": drawn.method, "wall_source": source, "mvo": MVO_NOTE},
             "label_names": dict(LABELS),
         }
-        out_path = write_label_file(drawn.label, image_path, options["result_extension"])
+        out_path = write_label_file(
+            drawn.label, image_path, options["result_extension"], compress=options["result_compress"]
+        )
         result["latencies"] = {"total": round(time.time() - begin, 2)}
         return out_path, result
 
