@@ -88,3 +88,41 @@ def server(tmp_path_factory):
     s = start_server(tmp_path_factory.mktemp("server"))
     yield s
     s.stop()
+
+
+SAMPLE_STUDIES_FOR_DICOMWEB = [SAMPLE_DATA / f"lge_{i:03d}.nii.gz" for i in range(3)] + [
+    SAMPLE_DATA / "lge_dicom_014.dicom"
+]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_dicomweb_store(root: Path):
+    """A private Orthanc (lib/orthanc.py) holding a few sample studies; ``.series`` maps study name -> series UID."""
+    from lib.orthanc import start_orthanc, store_studies
+
+    orthanc = start_orthanc(root / "orthanc", port=free_port())
+    try:
+        orthanc.series = store_studies(orthanc.dicomweb, SAMPLE_STUDIES_FOR_DICOMWEB, root / "dicom")
+    except BaseException:
+        orthanc.stop()
+        raise
+    return orthanc
+
+
+def start_dicomweb_server(root: Path, store) -> LocalServer:
+    """The app on ``store``'s DICOMweb root, its mirror in ``root``; ready when returned."""
+    (root / "model").mkdir()
+    server = LocalServer(root, store.dicomweb, root / "model", {"dicomweb_mirror": str(root / "mirror")})
+    try:
+        server.wait_ready()
+    except RuntimeError:
+        server.stop(kill=True)
+        raise
+    return server

@@ -21,40 +21,21 @@ from lib.constants import MYOCARDIUM, SCAR
 from lib.dicom_io import write_dicom_series
 from lib.dicom_seg import read_series, seg_to_label
 from lib.label_io import check_label, read_geometry
-from lib.orthanc import start_orthanc, store_studies
+from lib.orthanc import start_orthanc
 from tests.conftest import SAMPLE_DATA
-from tests.integration.conftest import LocalServer
-
-SAMPLES = [SAMPLE_DATA / f"lge_{i:03d}.nii.gz" for i in range(3)] + [SAMPLE_DATA / "lge_dicom_014.dicom"]
+from tests.integration.conftest import start_dicomweb_server, start_dicomweb_store
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("orthanc")
-    orthanc = start_orthanc(root / "orthanc", port=_free_port())
-    orthanc.series = store_studies(orthanc.dicomweb, SAMPLES, root / "dicom")
+    orthanc = start_dicomweb_store(tmp_path_factory.mktemp("orthanc"))
     yield orthanc
     orthanc.stop()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
-    root = tmp_path_factory.mktemp("dicomweb_server")
-    (root / "model").mkdir()
-    s = LocalServer(root, store.dicomweb, root / "model", {"dicomweb_mirror": str(root / "mirror")})
-    try:
-        s.wait_ready()
-    except RuntimeError:
-        s.stop(kill=True)
-        raise
+    s = start_dicomweb_server(tmp_path_factory.mktemp("dicomweb_server"), store)
     yield s
     s.stop()
 

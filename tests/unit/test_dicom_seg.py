@@ -7,7 +7,7 @@ import pydicom
 import pytest
 
 from lib.constants import LV_CAVITY, MVO, MYOCARDIUM, SCAR
-from lib.dicom_seg import SEGMENTS, label_to_seg, read_series, rgb_to_dicom_lab, seg_to_label
+from lib.dicom_seg import SEGMENTS, label_to_seg, read_series, reversed_slices_suspected, rgb_to_dicom_lab, seg_to_label
 from lib.errors import InputError
 from lib.label_io import read_geometry
 from tests.conftest import SAMPLE_DATA, copy_first_phase
@@ -109,3 +109,13 @@ def test_seg_of_a_real_ge_series_round_trips(real_data, tmp_path, rng):
     back, seg = _round_trip(label, series, geometry, tmp_path)
     assert np.array_equal(back, label)
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == read_series(str(series))[0].SeriesInstanceUID
+
+
+def test_a_slice_reversed_correction_is_suspected_and_a_real_edit_is_not(rng):
+    geometry = read_geometry(str(SERIES))
+    base = _label(geometry, rng)
+    edited = base.copy()
+    edited[10:14, 10:14, 1] = SCAR  # a small correction on one slice
+    assert not reversed_slices_suspected(edited, base)
+    assert reversed_slices_suspected(edited[:, :, ::-1], base)
+    assert not reversed_slices_suspected(edited, np.zeros_like(base))  # nothing to compare with

@@ -269,6 +269,24 @@ def _segment_value(item: Dataset) -> int | None:
     return matches[0] if len(matches) == 1 else None
 
 
+def _check_frame_positions(seg: Dataset, instances: list[Dataset], tolerance_mm: float = 0.01) -> None:
+    """Each SEG frame lies on the slice it names as its source: same Image Position (Patient).
+
+    OHIF writes positions as 16-character decimal strings, so they match to about 1e-4 mm, not exactly.
+    """
+    positions = {str(ds.SOPInstanceUID): np.asarray([float(v) for v in ds.ImagePositionPatient]) for ds in instances}
+    for frame in seg.get("PerFrameFunctionalGroupsSequence", []):
+        try:
+            source = str(frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+            position = np.asarray([float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient])
+        except (AttributeError, IndexError):
+            continue  # a frame without a position or source is placed by highdicom's own rules
+        if source in positions and np.abs(position - positions[source]).max() > tolerance_mm:
+            raise InputError(
+                f"a SEG frame lies {np.abs(position - positions[source]).max():.3f} mm from the slice it was drawn on"
+            )
+
+
 def seg_to_label(seg_dataset: Dataset, instances: list[Dataset], geometry: Geometry) -> np.ndarray:
     """The label a SEG holds, on the series grid; (x, y, z) uint8.
 
@@ -297,11 +315,45 @@ def seg_to_label(seg_dataset: Dataset, instances: list[Dataset], geometry: Geome
     if not referenced & set(uids):
         raise InputError("this SEG references none of the series' slices")
     numbers = sorted(values)
-    masks = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=uids, segment_numbers=numbers, combine_segments=False, skip_overlap_checks=True
-    )  # (instances, rows, cols, segments)
+    _check_frame_positions(seg, instances)
+    try:
+        masks = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=uids,
+            segment_numbers=numbers,
+            combine_segments=False,
+            skip_overlap_checks=True,
+            # OHIF's SEG export leaves Spatial Locations Preserved out; _check_frame_positions has shown
+            # that each frame lies where its source slice does, which is what that attribute would say.
+            ignore_spatial_locations=True,
+        )  # (instances, rows, cols, segments)
+    except (RuntimeError, ValueError, KeyError, AttributeError) as e:
+        raise InputError(f"this SEG's frames cannot be matched to the series' slices: {e}") from e
     label = np.zeros(tuple(geometry.size), np.uint8)
     for j in sorted(range(len(numbers)), key=lambda j: values[numbers[j]]):
         for i, k in enumerate(order):
             label[:, :, k][masks[i, :, :, j].T > 0] = values[numbers[j]]
     return label
+
+
+def reversed_slices_suspected(label: np.ndarray, previous: np.ndarray, margin: float = 0.2) -> bool:
+    """True when ``label`` matches ``previous`` far better with its slice order reversed than as it is.
+
+    A correction is a small edit of the label it was drawn over, so it overlaps that label almost
+    everywhere. The OHIF 3.10 beta bundled with MONAI Label 0.8.5 exports a SEG that it loaded and an
+    annotator edited with its slices in reverse order (its positions and source references right, its
+    pixel data reversed; a fresh OHIF segmentation exports correctly). Such a SEG matches its base only
+    when flipped back, which this detects, so it is refused instead of trained on.
+
+    Math: with F(a, b) the Dice of the heart (labels > 0) of a and b, suspected when
+    F(flip_z(label), previous) - F(label, previous) > ``margin``. Needs at least 2 slices.
+
+    Shape: both (x, y, z) on the same grid.
+    """
+    if label.shape != previous.shape or label.shape[2] < 2 or not previous.any() or not label.any():
+        return False
+
+    def dice(a: np.ndarray, b: np.ndarray) -> float:
+        a, b = a > 0, b > 0
+        return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+    return dice(label[:, :, ::-1], previous) - dice(label, previous) > margin

@@ -26,7 +26,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom.dataset import Dataset
 
 from .datastore import ScarDatastore
-from .dicom_seg import label_to_seg, read_series, seg_to_label
+from .dicom_seg import label_to_seg, read_series, reversed_slices_suspected, seg_to_label
 from .errors import InputError, as_http
 from .label_io import check_label, read_geometry, write_label_like
 
@@ -88,6 +88,7 @@ class ScarDICOMwebDatastore(ScarDatastore):
         os.makedirs(mirror, exist_ok=True)
         self._lock = threading.RLock()  # one download or save of a series at a time
         self._listing: dict[str, tuple[float, Any]] = {}
+        self._seg_problems: dict[str, tuple[str, str]] = {}  # series -> (newest SEG, why it is not its label)
         super().__init__(mirror, auto_reload=False)
 
     def name(self) -> str:
@@ -254,12 +255,19 @@ class ScarDICOMwebDatastore(ScarDatastore):
                     )
                     continue
                 seg_uid = str(header.SeriesInstanceUID)
-                if self._mirror_seg(image_id) == seg_uid:
-                    continue
+                if self._mirror_seg(image_id) == seg_uid or self._seg_problems.get(image_id, ("",))[0] == seg_uid:
+                    continue  # imported already, or known unreadable
                 try:
                     self._import_seg(image_id, str(header.StudyInstanceUID), seg_uid)
+                    self._seg_problems.pop(image_id, None)
                 except (HTTPException, InputError) as e:
-                    logger.warning("SEG %s of series %s not imported: %s", seg_uid, image_id, getattr(e, "detail", e))
+                    # The newest SEG is the label; when it cannot be read, no older one stands in for it
+                    # silently: the series has no label until it is fixed, and asking for it says why.
+                    reason = f"its newest SEG {seg_uid} cannot be read: {getattr(e, 'detail', e)}"
+                    logger.warning("series %s: %s", image_id, reason)
+                    self._seg_problems[image_id] = (seg_uid, reason)
+                    if self._mirror_seg(image_id):
+                        LocalDatastore.remove_label(self, image_id, FINAL)
             for image_id in list(self._datastore.objects):
                 if self._mirror_seg(image_id) and image_id not in segs:
                     logger.info("the SEG of series %s is gone from the store; its label is dropped", image_id)
@@ -275,6 +283,12 @@ class ScarDICOMwebDatastore(ScarDatastore):
         seg = self._remote(f"download SEG {seg_uid}", lambda: self._client.retrieve_series(study_uid, seg_uid))
         geometry = read_geometry(image_dir)
         label = seg_to_label(seg[0], read_series(image_dir), geometry)
+        previous_uri = LocalDatastore.get_label_uri(self, image_id, FINAL)
+        if previous_uri and reversed_slices_suspected(label, check_label(previous_uri, image_dir)):
+            raise InputError(
+                "its slices look reversed against the label it corrects (a known bug of OHIF 3.10 beta's "
+                "'Export DICOM SEG' after loading a SEG); export a fresh segmentation or correct it in Slicer"
+            )
         with tempfile.TemporaryDirectory() as tmp:
             path = write_label_like(label, image_dir, os.path.join(tmp, "label.nii.gz"))
             ScarDatastore.save_label(self, image_id, path, FINAL, {"seg_series_uid": seg_uid, "source": "DICOM SEG"})
@@ -302,6 +316,10 @@ class ScarDICOMwebDatastore(ScarDatastore):
     def get_label_uri(self, label_id: str, label_tag: str) -> str:
         if label_tag == FINAL:
             self.sync_labels()
+            if label_id in self._seg_problems:
+                raise HTTPException(
+                    status_code=422, detail=f"series {label_id} has no usable label: {self._seg_problems[label_id][1]}"
+                )
         return super().get_label_uri(label_id, label_tag)
 
     def get_labeled_images(self, label_tag: str | None = None, labels=None) -> list[str]:

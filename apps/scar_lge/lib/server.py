@@ -1,5 +1,6 @@
 """The ASGI app the server runs: MONAI Label's own, behind :class:`lib.request_guard.RequestGuard`, with
-its blocking endpoints moved off the event loop (:mod:`lib.offload`).
+its blocking endpoints moved off the event loop (:mod:`lib.offload`), and two fixes to the OHIF
+viewer it serves (:mod:`lib.ohif_fixes`).
 
 Started through MONAI Label's documented hook for a custom app:
 ``python -m monailabel.main start_server --app apps/scar_lge ... --uvicorn_app lib.server:app``
@@ -16,6 +17,7 @@ from monailabel.app import app as monailabel_app
 from .infer_route import replace_infer_route
 from .lifecycle import stop_background_runs
 from .offload import OffloadBlockingEndpoints
+from .ohif_fixes import OhifFixes
 from .request_guard import RequestGuard
 
 _monailabel_lifespan = monailabel_app.router.lifespan_context
@@ -32,4 +34,4 @@ async def _lifespan(fastapi_app):
 
 monailabel_app.router.lifespan_context = _lifespan
 replace_infer_route()
-app = RequestGuard(OffloadBlockingEndpoints(monailabel_app))
+app = OhifFixes(RequestGuard(OffloadBlockingEndpoints(monailabel_app)))
