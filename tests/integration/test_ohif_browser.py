@@ -177,3 +177,22 @@ def test_segmentation_mode_paints_and_exports_a_seg_to_orthanc(browser, server, 
     r = requests.get(f"{server.url}/datastore/label", params={"label": series, "tag": "final"}, timeout=120)
     assert r.status_code == 422, r.status_code
     assert "slices look reversed" in r.json()["detail"]
+
+
+def test_api_docs_page_renders_without_internet(browser, server):
+    page = browser.new_page()
+    outside = []
+
+    def local_only(route):
+        if route.request.url.startswith(server.url):
+            return route.continue_()
+        outside.append(route.request.url)
+        return route.abort()  # a hospital network without internet
+
+    page.route("**/*", local_only)
+    page.goto(f"{server.url}/", wait_until="load", timeout=TIMEOUT_MS)
+    page.locator(".swagger-ui .info .title").wait_for(timeout=TIMEOUT_MS)
+    assert "MONAILabel" in page.locator(".swagger-ui .info .title").inner_text()
+    assert page.locator(".opblock").count() > 10  # the endpoints are listed
+    assert outside == []
+    page.close()

@@ -11,7 +11,7 @@ import pytest
 import requests
 from monailabel.client import MONAILabelClient
 
-from lib.constants import LABELS, LV_WALL, MYOCARDIUM_DENSITY_G_PER_ML, TOTAL_SCAR
+from lib.constants import FOREGROUND_LABELS, LABELS, LV_WALL, MYOCARDIUM_DENSITY_G_PER_ML, TOTAL_SCAR
 from lib.label_io import read_geometry
 from lib.semiauto import ewa_scar, fwhm_scar, nsd_scar
 from tests.integration.conftest import start_server
@@ -58,7 +58,7 @@ def _voxels(path) -> np.ndarray:
 def test_info_lists_the_rules_with_the_scar_labels(semi_server):
     models = requests.get(f"{semi_server.url}/info/", timeout=10).json()["models"]
     for model, rule in [("scar_nsd", "n-SD"), ("scar_fwhm", "FWHM"), ("scar_ewa", "EWA")]:
-        assert models[model]["labels"] == models["scar"]["labels"] == list(LABELS)
+        assert models[model]["labels"] == models["scar"]["labels"] == dict(FOREGROUND_LABELS)
         assert models[model]["label_values"] == models["scar"]["label_values"] == dict(LABELS)
         assert rule in models[model]["description"] and models[model]["config"]["wall_from"] == "final"
 

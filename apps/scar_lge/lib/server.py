@@ -1,6 +1,6 @@
 """The ASGI app the server runs: MONAI Label's own, behind :class:`lib.request_guard.RequestGuard`, with
 its blocking endpoints moved off the event loop (:mod:`lib.offload`), and two fixes to the OHIF
-viewer it serves (:mod:`lib.ohif_fixes`).
+viewer it serves (:mod:`lib.ohif_fixes`), and its API docs page served without a CDN (:mod:`lib.api_docs`).
 
 Started through MONAI Label's documented hook for a custom app:
 ``python -m monailabel.main start_server --app apps/scar_lge ... --uvicorn_app lib.server:app``
@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from monailabel.app import app as monailabel_app
 
+from .api_docs import serve_docs_offline
 from .infer_route import replace_infer_route
 from .lifecycle import stop_background_runs
 from .offload import OffloadBlockingEndpoints
@@ -34,4 +35,5 @@ async def _lifespan(fastapi_app):
 
 monailabel_app.router.lifespan_context = _lifespan
 replace_infer_route()
+serve_docs_offline(monailabel_app)
 app = OhifFixes(RequestGuard(OffloadBlockingEndpoints(monailabel_app)))
