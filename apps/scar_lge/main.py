@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 
 from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
@@ -12,6 +14,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from lib.configs.scar import ScarConfig
 from lib.constants import FOREGROUND_LABELS, MODEL_NAME
 from lib.datastore import ScarDatastore
+from lib.dicom_zip import is_zip_upload, unpack_dicom_zip
 from lib.dicomweb_datastore import ScarDICOMwebDatastore
 from lib.errors import InputError, as_http
 from lib.lifecycle import ParentWatch, in_background_run, show_progress_plainly
@@ -133,9 +136,14 @@ class ScarLGEApp(MONAILabelApp):
             )
         # A resolved path: MONAI Label then neither looks the id up in its working folder nor saves. The id
         # (None for an upload or session) goes along for tasks that read the study's labels.
+        unpacked = None
         try:
             image_id = image if is_name(image) else None
-            request = {**request, "image": self._image_path(image), "image_id": image_id, "save_label": False}
+            path = self._image_path(image)
+            if image_id is None and is_zip_upload(path):  # a DICOM series uploaded as one ZIP file
+                unpacked = tempfile.mkdtemp(prefix="scar_lge-infer-")
+                path = unpack_dicom_zip(path, os.path.join(unpacked, "series"))
+            request = {**request, "image": path, "image_id": image_id, "save_label": False}
             result = super().infer(request, datastore)
         except CheckpointError as e:
             discard_upload(image)
@@ -146,6 +154,10 @@ class ScarLGEApp(MONAILabelApp):
         except BaseException:
             discard_upload(image)
             raise
+        finally:
+            if unpacked:
+                shutil.rmtree(unpacked, ignore_errors=True)
+                discard_upload(image)
         if save and is_name(image) and result.get("file"):
             store = datastore or self.datastore()
             result["label"] = store.save_label(image, result["file"], tag, {"model": request["model"]})

@@ -22,10 +22,10 @@ TRAIN_TIMEOUT_S = 300
 
 
 class Server(LocalServer):
-    """A running server on ``root/studies`` (see scripts/local_server.py), ready when constructed."""
+    """A running server on ``root/studies`` or ``studies`` (see scripts/local_server.py), ready when constructed."""
 
-    def __init__(self, root: Path, model_dir: Path):
-        super().__init__(root, root / "studies", model_dir)
+    def __init__(self, root: Path, model_dir: Path, studies=None, conf: dict | None = None):
+        super().__init__(root, studies or root / "studies", model_dir, conf)
         try:
             self.wait_ready()
         except RuntimeError:
@@ -116,13 +116,14 @@ def start_dicomweb_store(root: Path):
     return orthanc
 
 
-def start_dicomweb_server(root: Path, store) -> LocalServer:
-    """The app on ``store``'s DICOMweb root, its mirror in ``root``; ready when returned."""
-    (root / "model").mkdir()
-    server = LocalServer(root, store.dicomweb, root / "model", {"dicomweb_mirror": str(root / "mirror")})
-    try:
-        server.wait_ready()
-    except RuntimeError:
-        server.stop(kill=True)
-        raise
-    return server
+def start_dicomweb_server(root: Path, store, network=None) -> Server:
+    """The app on ``store``'s DICOMweb root, its mirror in ``root``; ready when returned.
+
+    ``network``, if given, is published as version v1 first, so it is the current model.
+    """
+    (root / "model").mkdir(parents=True)
+    if network is not None:
+        from lib.model_store import ModelStore
+
+        ModelStore(str(root / "model"), str(DEFAULT_MODEL)).publish(network, {"note": "test model"}, {"note": "test"})
+    return Server(root, root / "model", store.dicomweb, {"dicomweb_mirror": str(root / "mirror")})

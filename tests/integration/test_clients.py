@@ -96,3 +96,97 @@ def test_compressed_nrrd_stays_the_default_for_other_clients(server):
     fields, data = _parse_nrrd(r.content)
     assert fields["encoding"] == "gzip"
     assert gzip.decompress(data)
+
+
+def _zip_of(folder, path, extra: dict | None = None) -> bytes:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        for f in sorted(folder.iterdir()):
+            z.write(f, f"series/{f.name}")
+        for name, data in (extra or {}).items():
+            z.writestr(name, data)
+    return path.read_bytes()
+
+
+def test_every_study_next_sample_hands_out_downloads_as_a_volume(server, tmp_path):
+    from lib.label_io import read_geometry
+
+    # A DICOM series folder study: MONAI Label 0.8.5 answered 404, so Slicer could not load it.
+    r = requests.get(f"{server.url}/datastore/image", params={"image": "lge_dicom_014"}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert 'filename="lge_dicom_014.nii.gz"' in r.headers["content-disposition"]
+    (tmp_path / "lge_dicom_014.nii.gz").write_bytes(r.content)
+    series = read_geometry(str(server.studies / "lge_dicom_014.dicom"))
+    assert read_geometry(str(tmp_path / "lge_dicom_014.nii.gz")).matches(series)
+    # What the plugin's Next Sample reads: url and name to download when path is not on its machine.
+    sample = requests.post(f"{server.url}/activelearning/first", json={}, timeout=120).json()
+    assert sample["url"] == f"/datastore/image?image={sample['id']}" and sample["name"]
+    assert requests.get(f"{server.url}{sample['url']}", timeout=120).status_code == 200
+
+
+def test_a_dicom_series_as_one_zip_arrives_by_every_route(server, tmp_path):
+    from lib.label_io import read_geometry
+
+    folder = server.studies / "lge_dicom_014.dicom"
+    content = _zip_of(folder, tmp_path / "series.zip")
+    series = read_geometry(str(folder))
+
+    # 1. infer on an uploaded ZIP: the label on the series' grid
+    r = requests.post(
+        f"{server.url}/infer/scar", params={"output": "image"}, files={"file": ("series.zip", content)}, timeout=300
+    )
+    assert r.status_code == 200, r.text
+    (tmp_path / "label.nii.gz").write_bytes(r.content)
+    assert read_geometry(str(tmp_path / "label.nii.gz")).matches(series)
+
+    # 2. an upload session, created the way the Slicer plugin's client creates one (PUT /session/)
+    from monailabel.client import MONAILabelClient
+
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+    session_id = client.create_session(str(tmp_path / "series.zip"))["session_id"]
+    label_file, figures = client.infer("scar", "", {}, session_id=session_id)
+    assert read_geometry(label_file).matches(series) and figures["lv_myocardial_mass_g"] > 20
+
+    # 3. a new datastore study, stored as a series folder
+    r = requests.put(
+        f"{server.url}/datastore/image", params={"image": "zipped_series"}, files={"file": ("series.zip", content)},
+        data={"params": "{}"}, timeout=120,
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert read_geometry(str(server.studies / "zipped_series.dicom")).matches(series)
+    r = requests.post(f"{server.url}/infer/scar", params={"image": "zipped_series", "output": "json"}, timeout=300)
+    assert r.status_code == 200, r.text
+
+
+def test_a_bad_zip_is_refused_and_writes_nothing_outside(server, tmp_path):
+    import zipfile
+
+    import pydicom
+
+    folder = server.studies / "lge_dicom_014.dicom"
+    with zipfile.ZipFile(tmp_path / "escape.zip", "w") as z:  # a member that wants out of any folder
+        z.write(sorted(folder.iterdir())[0], "../../escaped.dcm")
+    with zipfile.ZipFile(tmp_path / "two.zip", "w") as z:  # two series: the same slices under other UIDs
+        for f in sorted(folder.iterdir()):
+            z.write(f, f"one/{f.name}")
+            ds = pydicom.dcmread(f)
+            ds.SeriesInstanceUID, ds.SOPInstanceUID = ds.SeriesInstanceUID + ".2", ds.SOPInstanceUID + ".2"
+            ds.save_as(tmp_path / f.name)
+            z.write(tmp_path / f.name, f"two/{f.name}")
+    cases = {
+        "two series": ((tmp_path / "two.zip").read_bytes(), "2 DICOM series"),
+        "not a zip": (b"PK but not really", "not a readable ZIP"),
+    }
+    before = sorted(p.name for p in server.studies.iterdir())
+    for what, (content, reason) in cases.items():
+        r = requests.put(
+            f"{server.url}/datastore/image", params={"image": "bad_zip"}, files={"file": ("s.zip", content)},
+            data={"params": "{}"}, timeout=120,
+        )  # fmt: skip
+        assert r.status_code == 422, (what, r.text)
+        assert reason in r.json()["detail"], (what, r.text)
+    assert sorted(p.name for p in server.studies.iterdir()) == before
+    assert not list(server.studies.parent.glob("escaped.dcm")) and not list(
+        server.studies.parent.parent.glob("escaped.dcm")
+    )

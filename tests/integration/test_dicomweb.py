@@ -158,3 +158,104 @@ def test_orthanc_stopped_answers_503_and_the_app_recovers(server, store):
         store.process = restarted.process
     r = requests.post(f"{server.url}/activelearning/random", json={}, timeout=120)
     assert r.status_code == 200, r.text
+
+
+def test_slicer_client_loop_over_orthanc_trains_on_the_segs(store, tmp_path):
+    """next sample -> infer -> save label -> train -> infer again, with the Slicer plugin's client, on Orthanc."""
+    from monailabel.client import MONAILabelClient
+
+    from tests.integration.test_loop import _poor_model
+
+    server = start_dicomweb_server(tmp_path / "loop", store, network=_poor_model())
+    try:
+        client = MONAILabelClient(server.url, tmpdir=str(tmp_path), client_id="slicer")
+        sample = client.next_sample("random", {})
+        assert sample["id"] in store.series.values() and sample["name"].endswith(".nii.gz")
+        # The plugin downloads sample["url"] when sample["path"] is not on its machine: a loadable volume.
+        r = requests.get(f"{server.url}{sample['url']}", timeout=120)
+        assert r.status_code == 200, r.text
+        (tmp_path / sample["name"]).write_bytes(r.content)
+        assert read_geometry(str(tmp_path / sample["name"])).size[2] >= 2
+
+        before_file, before = client.infer("scar", store.series["lge_001"], {})
+        assert before["model"]["version"] == "v1"
+        # Corrections of three series, saved as the plugin saves them: NIfTI labels, tag final -> SEGs.
+        for name in ("lge_000", "lge_001", "lge_002"):
+            client.save_label(store.series[name], str(SAMPLE_DATA / "labels" / "final" / f"{name}.nii.gz"), tag="final")
+        assert all(_segs_of(store, store.series[n]) for n in ("lge_000", "lge_001", "lge_002"))
+        pairs = requests.get(f"{server.url}/datastore/", params={"output": "train"}, timeout=120).json()
+        paired = {p["image"].split("/")[-1].removesuffix(".dicom") for p in pairs if p.get("label")}
+        assert {store.series[n] for n in ("lge_000", "lge_001", "lge_002")} <= paired
+
+        # Three labelled series are too few for the publish gate's validation (it needs 3 validation
+        # studies), so this run is published by request, as the gate's reason says.
+        task = server.train({"max_epochs": 2, "lr": 1e-3, "publish": "force"})
+        assert task["status"] == "DONE", task
+        stats = requests.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["scar"]
+        assert stats["published"] is True, stats["reason"]
+        assert server.current_model()["version"] == "v2"
+        trained_on = set(stats["train_images"]) | set(stats["validation_images"])
+        assert trained_on == {store.series[n] for n in ("lge_000", "lge_001", "lge_002")}
+
+        after_file, after = client.infer("scar", store.series["lge_001"], {})
+        assert after["model"]["version"] == "v2"
+        assert not np.array_equal(np.asarray(nib.load(after_file).dataobj), np.asarray(nib.load(before_file).dataobj))
+        assert client.next_sample("random", {})["id"] not in trained_on  # the next series over DICOMweb
+    finally:
+        server.stop()
+
+
+def test_the_same_label_saved_twice_at_once_leaves_one_consistent_label(server, store, tmp_path):
+    import threading
+
+    uid = store.series["lge_002"]
+    sample = nib.load(str(SAMPLE_DATA / "labels" / "final" / "lge_002.nii.gz"))
+    label = np.asarray(sample.dataobj).astype(np.uint8)
+    variants = [label, np.where(label == SCAR, MYOCARDIUM, label)]
+    answers = []
+    segs_before = len(_segs_of(store, uid))
+    threads = [
+        threading.Thread(target=lambda v=v: answers.append(_put_label(server, uid, v, sample.affine))) for v in variants
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    segs = _segs_of(store, uid)
+    assert len(segs) == segs_before + 2  # both kept in the store, none lost
+    time.sleep(6)  # past the listing cache
+    r = requests.get(f"{server.url}/datastore/label", params={"label": uid, "tag": "final"}, timeout=60)
+    assert r.status_code == 200, r.text
+    (tmp_path / "back.nii.gz").write_bytes(r.content)
+    back = np.asarray(nib.load(str(tmp_path / "back.nii.gz")).dataobj)
+    newest = max(segs, key=lambda s: f"{s.ContentDate}{s.ContentTime}")  # highdicom: microseconds
+    series_dir = tmp_path / "series"
+    series_dir.mkdir()
+    for ds in DICOMwebClient(url=store.dicomweb).retrieve_series(newest.StudyInstanceUID, uid):
+        ds.save_as(series_dir / f"{ds.SOPInstanceUID}.dcm")
+    from_newest = seg_to_label(newest, read_series(str(series_dir)), read_geometry(str(series_dir)))
+    assert np.array_equal(back, from_newest)  # the label is the newest SEG, whole
+    assert any(np.array_equal(back, v) for v in variants)
+
+
+def test_a_seg_whose_series_is_gone_is_not_a_label(server, store, tmp_path):
+    voxels = np.random.default_rng(1).integers(0, 500, (64, 64, 5)).astype(np.float32)
+    paths = write_dicom_series(voxels, np.diag([1.5, 1.5, 8.0, 1.0]), str(tmp_path / "gone"), patient_id="gone_case")
+    client = DICOMwebClient(url=store.dicomweb)
+    client.store_instances([pydicom.dcmread(p) for p in paths])
+    uid = str(pydicom.dcmread(paths[0]).SeriesInstanceUID)
+    time.sleep(6)
+    label = np.zeros((64, 64, 5), np.uint8)
+    label[20:40, 20:40, :] = MYOCARDIUM
+    r = _put_label(server, uid, label, np.diag([1.5, 1.5, 8.0, 1.0]))
+    assert r.status_code == 200, r.text
+    # The series is deleted from the store (Orthanc's REST API), its SEG stays behind.
+    orthanc_id = requests.post(f"{store.url}/tools/lookup", data=uid, timeout=30).json()[0]["ID"]
+    assert requests.delete(f"{store.url}/series/{orthanc_id}", timeout=30).status_code == 200
+    time.sleep(6)
+    r = requests.get(f"{server.url}/datastore/label", params={"label": uid, "tag": "final"}, timeout=60)
+    assert r.status_code == 404 and "no such series" in r.json()["detail"]
+    pairs = requests.get(f"{server.url}/datastore/", params={"output": "train"}, timeout=120).json()
+    assert not [p for p in pairs if uid in p["image"]]
+    assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from typing import Any
 
 from fastapi import HTTPException
 from monailabel.datastore.local import LocalDatastore
 
+from .dicom_zip import unpack_dicom_zip
 from .errors import InputError, as_http
 from .label_io import check_label, read_geometry, write_label_like
 from .names import check_name, discard_upload, is_name, resolve_inside
@@ -18,8 +20,8 @@ logger = logging.getLogger(__name__)
 
 # A DICOM series is stored as a folder named <id>.dicom holding its slice files.
 STUDY_PATTERNS = ("*.nii.gz", "*.nii", "*.nrrd", "*.dicom")
-# What an upload may be: single files only (a DICOM series is added as a folder by an administrator).
-UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
+# What an upload may be: a NIfTI or NRRD file, or a DICOM series as one ZIP file (stored as <id>.dicom).
+UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".zip")
 
 
 class ScarDatastore(LocalDatastore):
@@ -149,7 +151,9 @@ class ScarDatastore(LocalDatastore):
         suffix = next((s for s in UPLOAD_SUFFIXES if image_filename.endswith(s)), None)
         if suffix is None:
             raise HTTPException(
-                status_code=422, detail=f"image not added: upload a NIfTI or NRRD file ({', '.join(UPLOAD_SUFFIXES)})"
+                status_code=422,
+                detail="image not added: upload a NIfTI or NRRD file, or a DICOM series as one ZIP "
+                f"({', '.join(UPLOAD_SUFFIXES)})",
             )
         image_id = image_id or self._to_id(os.path.basename(image_filename))[0]
         self._name("image id", image_id)
@@ -158,12 +162,29 @@ class ScarDatastore(LocalDatastore):
                 status_code=409,
                 detail=f"image not added: '{image_id}' already exists; delete it first or choose another id",
             )
+        if suffix == ".zip":
+            return self._add_dicom_zip(image_id, image_filename)
         self._writable(f"{image_id}{suffix}")
         try:
             read_geometry(image_filename)
         except InputError as e:
             raise as_http(e, "image not added") from e
         return super().add_image(image_id, image_filename, image_info)
+
+    def _add_dicom_zip(self, image_id: str, zip_path: str) -> str:
+        """A zipped DICOM series becomes the series folder ``<id>.dicom``, whole or not at all."""
+        self._writable(f"{image_id}.dicom")
+        partial = tempfile.mkdtemp(prefix=".upload-", dir=self._root)
+        try:
+            unpack_dicom_zip(zip_path, os.path.join(partial, "series"))
+            os.rename(os.path.join(partial, "series"), os.path.join(self._root, f"{image_id}.dicom"))
+        except InputError as e:
+            raise as_http(e, "image not added") from e
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+            discard_upload(zip_path)
+        self.refresh()
+        return image_id
 
     def remove_image(self, image_id: str) -> None:
         if not self.get_image_uri(image_id):

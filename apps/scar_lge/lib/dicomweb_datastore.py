@@ -267,11 +267,32 @@ class ScarDICOMwebDatastore(ScarDatastore):
                     logger.warning("series %s: %s", image_id, reason)
                     self._seg_problems[image_id] = (seg_uid, reason)
                     if self._mirror_seg(image_id):
-                        LocalDatastore.remove_label(self, image_id, FINAL)
+                        self._drop_mirror_label(image_id, FINAL)
             for image_id in list(self._datastore.objects):
+                if image_id not in series:
+                    # Gone from the store (deleted, or no longer MR): its mirror copy and labels go too.
+                    logger.info("series %s is gone from the store; dropped from the mirror", image_id)
+                    self._drop_from_mirror(image_id)
+                    continue
                 if self._mirror_seg(image_id) and image_id not in segs:
                     logger.info("the SEG of series %s is gone from the store; its label is dropped", image_id)
-                    LocalDatastore.remove_label(self, image_id, FINAL)  # not ours: that would sync again
+                    self._drop_mirror_label(image_id, FINAL)
+
+    # The mirror is changed below LocalDatastore's own remove_* methods, which ask get_label_uri (and so
+    # would sync again, from inside a sync).
+
+    def _drop_mirror_label(self, image_id: str, tag: str) -> None:
+        path = LocalDatastore.get_label_uri(self, image_id, tag)
+        if path and os.path.exists(path):
+            os.remove(path)
+        self.refresh()
+
+    def _drop_from_mirror(self, image_id: str) -> None:
+        obj = self._datastore.objects.get(image_id)
+        for tag in list(obj.labels) if obj else []:
+            self._drop_mirror_label(image_id, tag)
+        shutil.rmtree(os.path.join(self._root, f"{image_id}{SERIES_SUFFIX}"), ignore_errors=True)
+        self.refresh()
 
     def _mirror_seg(self, image_id: str) -> str:
         obj = self._datastore.objects.get(image_id)
@@ -314,6 +335,8 @@ class ScarDICOMwebDatastore(ScarDatastore):
             return super().save_label(image_id, label_filename, FINAL, info)
 
     def get_label_uri(self, label_id: str, label_tag: str) -> str:
+        if label_id not in self.remote_series():
+            raise HTTPException(status_code=404, detail=f"unknown image id '{label_id}': no such series in {self.url}")
         if label_tag == FINAL:
             self.sync_labels()
             if label_id in self._seg_problems:

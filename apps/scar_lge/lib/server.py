@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from monailabel.app import app as monailabel_app
 
 from .api_docs import serve_docs_offline
+from .image_route import replace_download_route, replace_sample_route
 from .infer_route import replace_infer_route
 from .lifecycle import stop_background_runs
 from .offload import OffloadBlockingEndpoints
@@ -35,5 +36,7 @@ async def _lifespan(fastapi_app):
 
 monailabel_app.router.lifespan_context = _lifespan
 replace_infer_route()
+replace_download_route()
+replace_sample_route()
 serve_docs_offline(monailabel_app)
 app = OhifFixes(RequestGuard(OffloadBlockingEndpoints(monailabel_app)))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 
 from fastapi import HTTPException
 from monailabel.utils.sessions import Sessions
 
+from .dicom_zip import is_zip_upload, unpack_dicom_zip
+from .errors import InputError, as_http
 from .names import is_name
 
 logger = logging.getLogger(__name__)
@@ -18,7 +22,8 @@ class ScarSessions(Sessions):
     Stock ``get_session('..')`` takes the parent folder for a dangling session and deletes it. Here an
     unsafe id is never found and never removed (the request guard answers it with 422), so neither a
     request nor the periodic clean-up of expired sessions can reach outside the session store.
-    Compressed uploads are refused: an archive's member names could point anywhere.
+    A DICOM series may come as one ZIP file (``uncompress=true`` or a ``.zip`` name); it is unpacked by
+    :func:`lib.dicom_zip.unpack_dicom_zip`, never under the archive's own member names.
     """
 
     def get_session(self, session_id: str, update_ts: bool = True, fetch_cache: bool = True):
@@ -33,6 +38,16 @@ class ScarSessions(Sessions):
         return super().remove_session(session_id)
 
     def add_session(self, data_file: str, expiry: int = 0, uncompress: bool = False, session_id=None):
-        if uncompress:
-            raise HTTPException(status_code=422, detail="compressed sessions are not accepted; upload the files")
-        return super().add_session(data_file, expiry, False, session_id)
+        if not (uncompress or is_zip_upload(data_file)):
+            return super().add_session(data_file, expiry, False, session_id)
+        if not is_zip_upload(data_file):
+            raise HTTPException(status_code=422, detail="a compressed session must be one DICOM series as a .zip file")
+        # MONAI Label's own unpacking (shutil.unpack_archive) writes members under their own names.
+        folder = os.path.join(tempfile.mkdtemp(prefix="scar_lge-session-"), "series")
+        try:
+            unpack_dicom_zip(data_file, folder)
+        except InputError as e:
+            raise as_http(e, "session not created") from e
+        finally:
+            os.remove(data_file)
+        return super().add_session(folder, expiry, False, session_id)
