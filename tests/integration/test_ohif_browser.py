@@ -172,11 +172,25 @@ def test_segmentation_mode_paints_and_exports_a_seg_to_orthanc(browser, server, 
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series
     assert {str(s.SegmentLabel) for s in seg.SegmentSequence} >= {"lv_cavity", "myocardium", "scar"}
 
-    # This OHIF exports a loaded-and-edited SEG with its slices reversed; the app must not train on it.
+    # This OHIF writes the painted slices in reverse order (slice k of n lands on slice n - 1 - k), so the
+    # app refuses its SEGs as labels, with the reason, instead of training on mirrored corrections.
     time.sleep(6)  # past the app's listing cache
     r = requests.get(f"{server.url}/datastore/label", params={"label": series, "tag": "final"}, timeout=120)
     assert r.status_code == 422, r.status_code
-    assert "slices look reversed" in r.json()["detail"]
+    assert "reverse order" in r.json()["detail"] and "3D Slicer" in r.json()["detail"]
+    from lib.dicom_seg import read_series, seg_to_label
+    from lib.label_io import check_label, read_geometry
+
+    # The evidence: decoded by its own positions, the exported SEG is the label mirrored along the stack.
+    series_dir = tmp_path / "series"
+    series_dir.mkdir()
+    for ds in client.retrieve_series(seg.StudyInstanceUID, series):
+        ds.save_as(series_dir / f"{ds.SOPInstanceUID}.dcm")
+    exported_label = seg_to_label(seg, read_series(str(series_dir)), read_geometry(str(series_dir)))
+    original = check_label(str(SAMPLE_DATA / "labels" / "final" / "lge_000.nii.gz"), str(series_dir))
+    mirrored = exported_label[:, :, ::-1]
+    assert (mirrored != original).sum() < 0.01 * (original > 0).sum()  # the brush stroke only
+    assert (exported_label != original).sum() > 10 * (mirrored != original).sum()
 
 
 def test_api_docs_page_renders_without_internet(browser, server):

@@ -339,10 +339,10 @@ def reversed_slices_suspected(label: np.ndarray, previous: np.ndarray, margin: f
     """True when ``label`` matches ``previous`` far better with its slice order reversed than as it is.
 
     A correction is a small edit of the label it was drawn over, so it overlaps that label almost
-    everywhere. The OHIF 3.10 beta bundled with MONAI Label 0.8.5 exports a SEG that it loaded and an
-    annotator edited with its slices in reverse order (its positions and source references right, its
-    pixel data reversed; a fresh OHIF segmentation exports correctly). Such a SEG matches its base only
-    when flipped back, which this detects, so it is refused instead of trained on.
+    everywhere. A writer that puts slices in reverse order (as the OHIF 3.10 beta bundled with MONAI
+    Label 0.8.5 does: positions and source references right, pixel data mirrored along the stack)
+    makes a SEG that matches its base only when flipped back, which this detects, so it is refused
+    instead of trained on, whatever tool wrote it.
 
     Math: with F(a, b) the Dice of the heart (labels > 0) of a and b, suspected when
     F(flip_z(label), previous) - F(label, previous) > ``margin``. Needs at least 2 slices.

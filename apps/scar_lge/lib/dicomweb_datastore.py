@@ -57,6 +57,20 @@ def _tag(ds: dict, tag: str) -> str:
     return str(value[0]) if value else ""
 
 
+def written_by_bundled_ohif(seg: Dataset) -> bool:
+    """A SEG from the OHIF 3.10 beta that MONAI Label 0.8.5 serves: dcmjs's default device attributes.
+
+    Its export puts each painted slice's pixels on the mirror-image slice of the stack (slice k of n on
+    slice n - 1 - k; seen on every series tried here, for loaded-and-edited and new segmentations
+    alike, and checked against the source positions with pydicom_seg), so its SEGs are never labels.
+    """
+    return (
+        str(seg.get("Manufacturer", "")) == "Unspecified"
+        and str(seg.get("ManufacturerModelName", "")) == "Unspecified"
+        and str(seg.get("SoftwareVersions", "")) == "0"
+    )
+
+
 def default_mirror(url: str) -> str:
     """Where the series downloaded from ``url`` and their labels are kept: outside the source tree."""
     home = os.environ.get("SCAR_LGE_HOME") or os.path.join(
@@ -302,13 +316,18 @@ class ScarDICOMwebDatastore(ScarDatastore):
     def _import_seg(self, image_id: str, study_uid: str, seg_uid: str) -> None:
         image_dir = self.get_image_uri(image_id)
         seg = self._remote(f"download SEG {seg_uid}", lambda: self._client.retrieve_series(study_uid, seg_uid))
+        if written_by_bundled_ohif(seg[0]):
+            raise InputError(
+                "it was written by the OHIF viewer bundled with MONAI Label 0.8.5 ('Export DICOM SEG'), which "
+                "stores the painted slices in reverse order; save the correction from 3D Slicer instead"
+            )
         geometry = read_geometry(image_dir)
         label = seg_to_label(seg[0], read_series(image_dir), geometry)
         previous_uri = LocalDatastore.get_label_uri(self, image_id, FINAL)
         if previous_uri and reversed_slices_suspected(label, check_label(previous_uri, image_dir)):
             raise InputError(
-                "its slices look reversed against the label it corrects (a known bug of OHIF 3.10 beta's "
-                "'Export DICOM SEG' after loading a SEG); export a fresh segmentation or correct it in Slicer"
+                "its slices look reversed against the label it corrects (it matches that label only when "
+                "flipped along the stack); save the correction from 3D Slicer instead"
             )
         with tempfile.TemporaryDirectory() as tmp:
             path = write_label_like(label, image_dir, os.path.join(tmp, "label.nii.gz"))

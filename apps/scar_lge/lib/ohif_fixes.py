@@ -22,10 +22,15 @@ from urllib.parse import quote
 logger = logging.getLogger(__name__)
 
 COOKIE = "MONAILABEL_SERVER_URL"
-_STORE_SEGMENTATION = "storeSegmentation: async ({\n      segmentationId,\n      dataSource\n    }) => {\n"
-_STORE_SEGMENTATION_FIXED = (
-    _STORE_SEGMENTATION + "      dataSource = dataSource || extensionManager.getActiveDataSource()[0];\n"
-)
+# (code in the bundle, its replacement): see the module docstring.
+_FIXES = [
+    # 2. Export DICOM SEG: the active data source when the panel passes none.
+    (
+        "storeSegmentation: async ({\n      segmentationId,\n      dataSource\n    }) => {\n",
+        "storeSegmentation: async ({\n      segmentationId,\n      dataSource\n    }) => {\n"
+        "      dataSource = dataSource || extensionManager.getActiveDataSource()[0];\n",
+    ),
+]
 
 
 def ohif_dir() -> str:
@@ -37,19 +42,20 @@ def ohif_dir() -> str:
 
 @cache
 def patched_bundles() -> dict[str, bytes]:
-    """URL path -> fixed contents, for each OHIF script that defines ``storeSegmentation`` without a default."""
-    fixed = {}
+    """URL path -> fixed contents, for each OHIF script holding code that :data:`_FIXES` replaces."""
+    fixed, applied = {}, set()
     for path in sorted(glob.glob(os.path.join(ohif_dir(), "*.bundle.*.js"))):
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        if _STORE_SEGMENTATION in text:
-            fixed[f"/ohif/{os.path.basename(path)}"] = text.replace(
-                _STORE_SEGMENTATION, _STORE_SEGMENTATION_FIXED
-            ).encode()
-    if not fixed:
-        logger.warning(
-            "OHIF's storeSegmentation was not found in %s; 'Export DICOM SEG' is served unchanged", ohif_dir()
-        )
+        changed = text
+        for n, (code, replacement) in enumerate(_FIXES):
+            if code in changed:
+                changed = changed.replace(code, replacement)
+                applied.add(n)
+        if changed != text:
+            fixed[f"/ohif/{os.path.basename(path)}"] = changed.encode()
+    for n in sorted(set(range(len(_FIXES))) - applied):
+        logger.warning("OHIF fix %d found nothing to replace in %s; that part is served unchanged", n + 2, ohif_dir())
     return fixed
 
 
