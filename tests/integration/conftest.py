@@ -127,3 +127,19 @@ def start_dicomweb_server(root: Path, store, network=None) -> Server:
 
         ModelStore(str(root / "model"), str(DEFAULT_MODEL)).publish(network, {"note": "test model"}, {"note": "test"})
     return Server(root, root / "model", store.dicomweb, {"dicomweb_mirror": str(root / "mirror")})
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A private Orthanc with a few sample studies, one per test module that asks for it."""
+    orthanc = start_dicomweb_store(tmp_path_factory.mktemp("orthanc"))
+    yield orthanc
+    orthanc.stop()
+
+
+@pytest.fixture(scope="module")
+def dicomweb_server(store, tmp_path_factory):
+    """The app on ``store``, with the shipped default model."""
+    s = start_dicomweb_server(tmp_path_factory.mktemp("dicomweb_server"), store)
+    yield s
+    s.stop()

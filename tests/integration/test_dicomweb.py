@@ -23,21 +23,12 @@ from lib.dicom_seg import read_series, seg_to_label
 from lib.label_io import check_label, read_geometry
 from lib.orthanc import start_orthanc
 from tests.conftest import SAMPLE_DATA
-from tests.integration.conftest import start_dicomweb_server, start_dicomweb_store
+from tests.integration.conftest import start_dicomweb_server
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    orthanc = start_dicomweb_store(tmp_path_factory.mktemp("orthanc"))
-    yield orthanc
-    orthanc.stop()
-
-
-@pytest.fixture(scope="module")
-def server(store, tmp_path_factory):
-    s = start_dicomweb_server(tmp_path_factory.mktemp("dicomweb_server"), store)
-    yield s
-    s.stop()
+def server(dicomweb_server):
+    return dicomweb_server  # the app on this module's Orthanc (tests/integration/conftest.py)
 
 
 def _segs_of(store, series_uid: str) -> list[pydicom.Dataset]:
@@ -259,3 +250,28 @@ def test_a_seg_whose_series_is_gone_is_not_a_label(server, store, tmp_path):
     pairs = requests.get(f"{server.url}/datastore/", params={"output": "train"}, timeout=120).json()
     assert not [p for p in pairs if uid in p["image"]]
     assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200
+
+
+def test_a_seg_from_the_unfixed_ohif_is_refused_with_the_reason(server, store, tmp_path):
+    """SEGs of the OHIF that stock MONAI Label 0.8.5 serves store painted slices mirrored; never labels."""
+    from lib.dicom_seg import label_to_seg
+
+    uid = store.series["lge_dicom_014"]
+    study = DICOMwebClient(url=store.dicomweb).search_for_series(search_filters={"SeriesInstanceUID": uid})
+    series_dir = tmp_path / "series"
+    series_dir.mkdir()
+    client = DICOMwebClient(url=store.dicomweb)
+    for ds in client.retrieve_series(study[0]["0020000D"]["Value"][0], uid):
+        ds.save_as(series_dir / f"{ds.SOPInstanceUID}.dcm")
+    geometry = read_geometry(str(series_dir))
+    label = np.zeros(geometry.size, np.uint8)
+    label[40:60, 40:60, 2] = SCAR
+    seg = label_to_seg(label, read_series(str(series_dir)), geometry, software_version="0")
+    seg.Manufacturer = seg.ManufacturerModelName = "Unspecified"  # dcmjs's defaults, as that OHIF writes
+    client.store_instances([seg])
+    time.sleep(6)  # past the app's listing cache
+    r = requests.get(f"{server.url}/datastore/label", params={"label": uid, "tag": "final"}, timeout=60)
+    assert r.status_code == 422, r.text
+    assert "unfixed OHIF" in r.json()["detail"]
+    pairs = requests.get(f"{server.url}/datastore/", params={"output": "train"}, timeout=120).json()
+    assert not [p for p in pairs if uid in p["image"] and p.get("label")]  # not trained on

@@ -22,24 +22,14 @@ import requests
 from dicomweb_client import DICOMwebClient
 
 from tests.conftest import SAMPLE_DATA
-from tests.integration.conftest import start_dicomweb_server, start_dicomweb_store
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TIMEOUT_MS = 90_000
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    orthanc = start_dicomweb_store(tmp_path_factory.mktemp("orthanc"))
-    yield orthanc
-    orthanc.stop()
-
-
-@pytest.fixture(scope="module")
-def server(store, tmp_path_factory):
-    s = start_dicomweb_server(tmp_path_factory.mktemp("ohif_server"), store)
-    yield s
-    s.stop()
+def server(dicomweb_server):
+    return dicomweb_server  # the app on this module's Orthanc (tests/integration/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +115,17 @@ def test_segmentation_mode_paints_and_exports_a_seg_to_orthanc(browser, server, 
         )
     assert r.status_code == 200, r.text
     page = _open(browser, f"{server.url}/ohif/segmentation?StudyInstanceUIDs={_study_uid(store, 'lge_000')}")
+    page.locator("[data-cy='viewport-pane']").first.wait_for(timeout=TIMEOUT_MS)
     page.get_by_text("scar_lge label").first.dblclick(timeout=TIMEOUT_MS)  # the SEG in the study browser
     page.get_by_role("button", name="Yes").click(timeout=TIMEOUT_MS)
     for name in ("lv_cavity", "myocardium", "scar", "mvo"):  # our segment names, each with its colour
         page.get_by_text(name, exact=True).first.wait_for(timeout=TIMEOUT_MS)
     page.screenshot(path=str(shots / "ohif-2-seg-loaded.png"))
 
+    # The slice on screen: OHIF's overlay reads "I:<Instance Number> (<k>/<n>)"; here slice k of the
+    # series grid is Instance Number k + 1 (lib/dicom_io.write_dicom_series).
+    overlay = page.locator("[data-cy='viewport-overlay-bottom-right']").first.inner_text()
+    on_screen = int(overlay.split("I:")[1].split()[0])
     # Paint scar on the lateral wall with a 4 mm brush, as an annotator would.
     page.get_by_text("scar", exact=True).first.click()
     page.locator("[data-cy='Brush']").first.click()
@@ -172,25 +167,26 @@ def test_segmentation_mode_paints_and_exports_a_seg_to_orthanc(browser, server, 
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series
     assert {str(s.SegmentLabel) for s in seg.SegmentSequence} >= {"lv_cavity", "myocardium", "scar"}
 
-    # This OHIF writes the painted slices in reverse order (slice k of n lands on slice n - 1 - k), so the
-    # app refuses its SEGs as labels, with the reason, instead of training on mirrored corrections.
+    # The app reads the newest SEG as the series' label: the label it had, plus the painted scar, on
+    # the slice that was on screen (the bundled OHIF put it on the mirror-image slice; served fixed).
     time.sleep(6)  # past the app's listing cache
     r = requests.get(f"{server.url}/datastore/label", params={"label": series, "tag": "final"}, timeout=120)
-    assert r.status_code == 422, r.status_code
-    assert "reverse order" in r.json()["detail"] and "3D Slicer" in r.json()["detail"]
-    from lib.dicom_seg import read_series, seg_to_label
-    from lib.label_io import check_label, read_geometry
+    assert r.status_code == 200, r.text
+    (tmp_path / "label.nii.gz").write_bytes(r.content)
+    import nibabel as nib
 
-    # The evidence: decoded by its own positions, the exported SEG is the label mirrored along the stack.
+    from lib.label_io import check_label
+
     series_dir = tmp_path / "series"
     series_dir.mkdir()
     for ds in client.retrieve_series(seg.StudyInstanceUID, series):
         ds.save_as(series_dir / f"{ds.SOPInstanceUID}.dcm")
-    exported_label = seg_to_label(seg, read_series(str(series_dir)), read_geometry(str(series_dir)))
+    edited = np.asarray(nib.load(str(tmp_path / "label.nii.gz")).dataobj)
     original = check_label(str(SAMPLE_DATA / "labels" / "final" / "lge_000.nii.gz"), str(series_dir))
-    mirrored = exported_label[:, :, ::-1]
-    assert (mirrored != original).sum() < 0.01 * (original > 0).sum()  # the brush stroke only
-    assert (exported_label != original).sum() > 10 * (mirrored != original).sum()
+    changed = edited != original
+    assert 20 < changed.sum() < 0.05 * (original > 0).sum()  # a brush stroke, not a different label
+    assert set(np.unique(edited[changed])) == {3}  # painted as scar
+    assert sorted({int(k) for k in np.nonzero(changed)[2]}) == [on_screen - 1]  # on the slice shown
 
 
 def test_api_docs_page_renders_without_internet(browser, server):

@@ -58,11 +58,11 @@ def _tag(ds: dict, tag: str) -> str:
 
 
 def written_by_bundled_ohif(seg: Dataset) -> bool:
-    """A SEG from the OHIF 3.10 beta that MONAI Label 0.8.5 serves: dcmjs's default device attributes.
+    """A SEG from the unfixed OHIF 3.10 beta of MONAI Label 0.8.5: dcmjs's default device attributes.
 
-    Its export puts each painted slice's pixels on the mirror-image slice of the stack (slice k of n on
-    slice n - 1 - k; seen on every series tried here, for loaded-and-edited and new segmentations
-    alike, and checked against the source positions with pydicom_seg), so its SEGs are never labels.
+    That export puts each painted slice's pixels on the mirror-image slice of the stack (slice k of n on
+    slice n - 1 - k; lib/ohif_fixes.py fix 3), so its SEGs are never labels. SEGs exported through this
+    app's fixed viewer carry ``lib.ohif_fixes.FIXED_EXPORT_MARK`` instead of version "0".
     """
     return (
         str(seg.get("Manufacturer", "")) == "Unspecified"
@@ -318,8 +318,9 @@ class ScarDICOMwebDatastore(ScarDatastore):
         seg = self._remote(f"download SEG {seg_uid}", lambda: self._client.retrieve_series(study_uid, seg_uid))
         if written_by_bundled_ohif(seg[0]):
             raise InputError(
-                "it was written by the OHIF viewer bundled with MONAI Label 0.8.5 ('Export DICOM SEG'), which "
-                "stores the painted slices in reverse order; save the correction from 3D Slicer instead"
+                "it was written by an unfixed OHIF 3.10 beta ('Export DICOM SEG' of the viewer MONAI Label 0.8.5 "
+                "ships), which stores the painted slices in reverse order; export it again from this server's "
+                "/ohif/, or save the correction from 3D Slicer"
             )
         geometry = read_geometry(image_dir)
         label = seg_to_label(seg[0], read_series(image_dir), geometry)

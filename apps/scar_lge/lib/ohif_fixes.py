@@ -1,14 +1,21 @@
-"""Two fixes to the OHIF viewer that MONAI Label 0.8.5 serves at ``/ohif/``, applied as it is served.
+"""Fixes to the OHIF viewer that MONAI Label 0.8.5 serves at ``/ohif/`` (OHIF 3.10 beta), applied as served.
 
 1. **The MONAI Label panel talks to this server.** The panel connects to the URL in its
    ``MONAILABEL_SERVER_URL`` cookie and, without one, to ``http://127.0.0.1:8000``: with the app on any
    other port or host it talks to the wrong server, or to none. Each OHIF page this app serves sets that
    cookie to the address the browser used to reach it.
-2. **"Export DICOM SEG" stores the SEG.** In the bundled OHIF (3.10 beta) the segmentation panel runs the
-   ``storeSegmentation`` command without a data source, so the export dies on ``dataSource.store`` and
-   nothing reaches the DICOMweb store, silently. The bundle that defines the command is served with the
-   active data source as the default. If a future bundle no longer has that code, it is served unchanged
-   and a warning is logged (tests/integration/test_ohif_browser.py would then show whether it is fixed).
+2. **"Export DICOM SEG" stores the SEG.** The segmentation panel runs the ``storeSegmentation`` command
+   without a data source, so the export died on ``dataSource.store`` and nothing reached the DICOMweb
+   store, silently. The command now defaults to the active data source.
+3. **...on the right slices.** dcmjs, which writes the SEG, sorts the source images by descending
+   position along the slice normal and OHIF numbers the frames in its own order, so each painted
+   slice k of n was stored on slice n - 1 - k (tests/integration/test_ohif_browser.py decoded it). The
+   labelmap slices are handed to dcmjs in dcmjs's order.
+4. A SEG exported with fix 3 carries :data:`FIXED_EXPORT_MARK` as Software Versions; the app refuses
+   SEGs of the unfixed viewer (lib/dicomweb_datastore.written_by_bundled_ohif).
+
+Fixes 2-4 edit the script that defines the command. Code a future bundle no longer has is served
+unchanged, with a warning in the log.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from urllib.parse import quote
 logger = logging.getLogger(__name__)
 
 COOKIE = "MONAILABEL_SERVER_URL"
+# Software Versions of a SEG exported by the OHIF this app serves, with its slice order fixed.
+FIXED_EXPORT_MARK = "OHIF 3.10 beta, slice order fixed by scar_lge"
 # (code in the bundle, its replacement): see the module docstring.
 _FIXES = [
     # 2. Export DICOM SEG: the active data source when the panel passes none.
@@ -29,6 +38,31 @@ _FIXES = [
         "storeSegmentation: async ({\n      segmentationId,\n      dataSource\n    }) => {\n",
         "storeSegmentation: async ({\n      segmentationId,\n      dataSource\n    }) => {\n"
         "      dataSource = dataSource || extensionManager.getActiveDataSource()[0];\n",
+    ),
+    # 3. Slices in the order dcmjs writes them: its normaliser sorts the source images by descending
+    # position along the slice normal, while OHIF numbers the frames in its own (display) order, so
+    # every painted slice k of n landed on slice n - 1 - k. Sorting the same way first makes the frame
+    # numbers point at the right slices.
+    (
+        "      const segImages = imageIds.map(imageId => esm.cache.getImage(imageId));\n",
+        "      const segImages = imageIds.map(imageId => esm.cache.getImage(imageId));\n"
+        "      const scarLgePlane = image => esm.metaData.get('imagePlaneModule', image.referencedImageId);\n"
+        "      const scarLgeFirst = segImages.length ? scarLgePlane(segImages[0]) : null;\n"
+        "      if (scarLgeFirst && scarLgeFirst.rowCosines && scarLgeFirst.columnCosines) {\n"
+        "        const [r, c] = [scarLgeFirst.rowCosines, scarLgeFirst.columnCosines];\n"
+        "        const n = [r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0]];\n"
+        "        const along = image => {\n"
+        "          const p = scarLgePlane(image).imagePositionPatient;\n"
+        "          return p[0] * n[0] + p[1] * n[1] + p[2] * n[2];\n"
+        "        };\n"
+        "        segImages.sort((a, b) => along(b) - along(a));\n"
+        "      }\n",
+    ),
+    # 4. A SEG exported with fix 3 says so, so the app can tell it from one of the unfixed viewer.
+    (
+        "      await dataSource.store.dicom(naturalizedReport);\n",
+        f"      naturalizedReport.SoftwareVersions = '{FIXED_EXPORT_MARK}';\n"
+        "      await dataSource.store.dicom(naturalizedReport);\n",
     ),
 ]
 
