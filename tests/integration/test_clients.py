@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -190,3 +191,23 @@ def test_a_bad_zip_is_refused_and_writes_nothing_outside(server, tmp_path):
     assert not list(server.studies.parent.glob("escaped.dcm")) and not list(
         server.studies.parent.parent.glob("escaped.dcm")
     )
+
+
+def test_ohif_panel_colours_each_structure_as_the_seg_does(server):
+    """The panel's getLabelColor looks the name up in GenericAnatomyColors (served fixed) before hashing it."""
+    import re
+
+    from lib.dicom_seg import SEGMENTS
+    from lib.ohif_fixes import ohif_dir
+
+    bundle = next(
+        name
+        for name in os.listdir(ohif_dir())
+        if "GenericAnatomyColors = [" in open(os.path.join(ohif_dir(), name), errors="ignore").read()
+    )
+    served = requests.get(f"{server.url}/ohif/{bundle}", timeout=60).text
+    table = served[served.index("const GenericAnatomyColors = [") :]
+    found = dict(re.findall(r"label: '([^']+)',\s*value: rgbToHex\((\d+, \d+, \d+)\)", table)[:8])
+    for code in SEGMENTS.values():
+        assert found[code.name] == ", ".join(str(v) for v in code.rgb)
+    assert len({code.rgb for code in SEGMENTS.values()}) == 4

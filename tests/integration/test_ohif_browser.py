@@ -61,14 +61,21 @@ def _study_uid(store, name: str) -> str:
     return found[0]["0020000D"]["Value"][0]
 
 
-def _coloured_pixels(png: bytes) -> int:
-    """Pixels whose colour is far from grey: an overlay on a greyscale MR image."""
+def _rgb(png: bytes) -> np.ndarray:
     import io
 
     from PIL import Image
 
-    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    return int(((rgb.max(axis=-1) - rgb.min(axis=-1)) > 80).sum())
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def _coloured(rgb: np.ndarray) -> np.ndarray:
+    """Pixels whose colour is far from grey: an overlay on a greyscale MR image."""
+    return (rgb.max(axis=-1) - rgb.min(axis=-1)) > 80
+
+
+def _coloured_pixels(rgb: np.ndarray) -> int:
+    return int(_coloured(rgb).sum())
 
 
 def _open(browser, url: str):
@@ -90,15 +97,21 @@ def test_monai_label_mode_runs_scar_and_shows_the_overlay(browser, server, store
     viewport = page.locator("[data-cy='viewport-pane']").first
     viewport.wait_for(timeout=TIMEOUT_MS)
     time.sleep(3)  # the first image renders
-    before = _coloured_pixels(viewport.screenshot())
+    before_rgb = _rgb(viewport.screenshot())
+    before = _coloured_pixels(before_rgb)
     url_field.locator("xpath=../..").locator("button").first.click()  # connect
     page.locator(".monaiLabelPanel").get_by_role("button", name="Run").first.click(timeout=TIMEOUT_MS)
     page.get_by_text("Running Segmentation - Successful").wait_for(timeout=TIMEOUT_MS)
     time.sleep(2)
     page.screenshot(path=str(shots / "ohif-1-monai-label-scar.png"))
-    after = _coloured_pixels(viewport.screenshot())
+    rgb = _rgb(viewport.screenshot())
+    after = _coloured_pixels(rgb)
     assert infers and f"image={store.series['lge_001']}" in infers[0]  # infer by SeriesInstanceUID
     assert after > before + 500  # the segmentation is drawn over the image
+    # In the app's colours (cavity red, myocardium salmon), not the panel's hash colours, which drew
+    # myocardium and MVO in the same magenta: almost no overlay pixel is bluer than it is red.
+    overlay = _coloured(rgb) & ~_coloured(before_rgb)  # the viewport's own blue text and frame excluded
+    assert (rgb[..., 2] > rgb[..., 0])[overlay].mean() < 0.05
     page.close()
 
 

@@ -13,8 +13,11 @@
    labelmap slices are handed to dcmjs in dcmjs's order.
 4. A SEG exported with fix 3 carries :data:`FIXED_EXPORT_MARK` as Software Versions; the app refuses
    SEGs of the unfixed viewer (lib/dicomweb_datastore.written_by_bundled_ohif).
+5. **Each structure its colour in the MONAI Label panel.** The panel colours a segment by looking its
+   name up in a fixed anatomy table, which knows none of the app's names, and otherwise hashes the name:
+   myocardium and MVO came out the same magenta. The table is served led by the app's SEG colours.
 
-Fixes 2-4 edit the script that defines the command. Code a future bundle no longer has is served
+Fixes 2-5 edit the scripts that hold that code. Code a future bundle no longer has is served
 unchanged, with a warning in the log.
 """
 
@@ -58,6 +61,11 @@ _FIXES = [
         "        segImages.sort((a, b) => along(b) - along(a));\n"
         "      }\n",
     ),
+    # 5. The MONAI Label panel's overlay in each structure's own colour (filled in by _fixes()).
+    (
+        "const GenericAnatomyColors = [{\n  label: 'background',\n  value: rgbToHex(0, 0, 0)\n}, {\n",
+        None,
+    ),
     # 4. A SEG exported with fix 3 says so, so the app can tell it from one of the unfixed viewer.
     (
         "      await dataSource.store.dicom(naturalizedReport);\n",
@@ -74,6 +82,18 @@ def ohif_dir() -> str:
     return os.path.join(os.path.dirname(os.path.realpath(monailabel.endpoints.__file__)), "static", "ohif")
 
 
+def _fixes() -> list[tuple[str, str]]:
+    """:data:`_FIXES` with fix 5's replacement: the panel's colour table led by the SEG colours of
+    :data:`lib.dicom_seg.SEGMENTS`, so the overlay and a saved SEG show each structure alike."""
+    from .dicom_seg import SEGMENTS
+
+    ours = "".join(
+        f"{{\n  label: '{code.name}',\n  value: rgbToHex({code.rgb[0]}, {code.rgb[1]}, {code.rgb[2]})\n}}, "
+        for code in SEGMENTS.values()
+    )
+    return [(code, replacement or code.replace("[{", f"[{ours}{{", 1)) for code, replacement in _FIXES]
+
+
 @cache
 def patched_bundles() -> dict[str, bytes]:
     """URL path -> fixed contents, for each OHIF script holding code that :data:`_FIXES` replaces."""
@@ -82,7 +102,7 @@ def patched_bundles() -> dict[str, bytes]:
         with open(path, encoding="utf-8") as f:
             text = f.read()
         changed = text
-        for n, (code, replacement) in enumerate(_FIXES):
+        for n, (code, replacement) in enumerate(_fixes()):
             if code in changed:
                 changed = changed.replace(code, replacement)
                 applied.add(n)
