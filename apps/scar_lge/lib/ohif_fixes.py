@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 COOKIE = "MONAILABEL_SERVER_URL"
 # Software Versions of a SEG exported by the OHIF this app serves, with its slice order fixed.
 FIXED_EXPORT_MARK = "OHIF 3.10 beta, slice order fixed by scar_lge"
-# (code in the bundle, its replacement): see the module docstring.
+# (code in the bundle, its replacement), fixes 2 to 5 of the module docstring in order.
 _FIXES = [
     # 2. Export DICOM SEG: the active data source when the panel passes none.
     (
@@ -61,16 +61,16 @@ _FIXES = [
         "        segImages.sort((a, b) => along(b) - along(a));\n"
         "      }\n",
     ),
-    # 5. The MONAI Label panel's overlay in each structure's own colour (filled in by _fixes()).
-    (
-        "const GenericAnatomyColors = [{\n  label: 'background',\n  value: rgbToHex(0, 0, 0)\n}, {\n",
-        None,
-    ),
     # 4. A SEG exported with fix 3 says so, so the app can tell it from one of the unfixed viewer.
     (
         "      await dataSource.store.dicom(naturalizedReport);\n",
         f"      naturalizedReport.SoftwareVersions = '{FIXED_EXPORT_MARK}';\n"
         "      await dataSource.store.dicom(naturalizedReport);\n",
+    ),
+    # 5. The MONAI Label panel's overlay in each structure's own colour (filled in by _fixes()).
+    (
+        "const GenericAnatomyColors = [{\n  label: 'background',\n  value: rgbToHex(0, 0, 0)\n}, {\n",
+        None,
     ),
 ]
 
@@ -97,12 +97,12 @@ def _fixes() -> list[tuple[str, str]]:
 @cache
 def patched_bundles() -> dict[str, bytes]:
     """URL path -> fixed contents, for each OHIF script holding code that :data:`_FIXES` replaces."""
-    fixed, applied = {}, set()
+    fixed, applied, fixes = {}, set(), _fixes()
     for path in sorted(glob.glob(os.path.join(ohif_dir(), "*.bundle.*.js"))):
         with open(path, encoding="utf-8") as f:
             text = f.read()
         changed = text
-        for n, (code, replacement) in enumerate(_fixes()):
+        for n, (code, replacement) in enumerate(fixes):
             if code in changed:
                 changed = changed.replace(code, replacement)
                 applied.add(n)
