@@ -78,6 +78,28 @@ def _coloured_pixels(rgb: np.ndarray) -> int:
     return int(_coloured(rgb).sum())
 
 
+def _export_dicom_seg(page, segmentation: str, attempts: int = 3) -> None:
+    """The segmentation's menu -> Export & Download -> Export DICOM SEG, until OHIF's report dialog opens.
+
+    The submenu opens on hover and can close again while the pointer travels to its item (seen once in
+    CI), so the item is reached with the keyboard, as the menu allows, and the whole path is retried.
+    """
+    for _ in range(attempts):
+        menu = page.get_by_text(segmentation, exact=True).last.bounding_box()
+        page.mouse.click(menu["x"] - 30, menu["y"] + menu["height"] / 2)
+        page.get_by_text("Export & Download").hover()
+        page.keyboard.press("ArrowRight")  # opens the submenu, its first item (Export DICOM SEG) focused
+        try:
+            page.get_by_text("Export DICOM SEG").wait_for(timeout=10_000)
+            page.keyboard.press("Enter")
+            page.get_by_text("Create Report").wait_for(timeout=10_000)
+            return
+        except Exception:  # Playwright's TimeoutError: close whatever is open and go again
+            page.keyboard.press("Escape")
+            page.keyboard.press("Escape")
+    raise AssertionError("OHIF's Export DICOM SEG dialog did not open")
+
+
 def _open(browser, url: str):
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     page.goto(url, wait_until="domcontentloaded", timeout=TIMEOUT_MS)
@@ -158,10 +180,7 @@ def test_segmentation_mode_paints_and_exports_a_seg_to_orthanc(browser, server, 
     # Export DICOM SEG: the segmentation's menu, then OHIF's report-name dialog.
     stored = []
     page.on("response", lambda r: stored.append(r.status) if r.request.method == "POST" else None)
-    menu = page.get_by_text("scar_lge label", exact=True).last.bounding_box()
-    page.mouse.click(menu["x"] - 30, menu["y"] + menu["height"] / 2)
-    page.get_by_text("Export & Download").hover()
-    page.get_by_text("Export DICOM SEG").click(timeout=TIMEOUT_MS)
+    _export_dicom_seg(page, "scar_lge label")
     page.locator("input[type='text']").first.fill("corrected in OHIF")
     page.get_by_role("button", name="Save").click()
     deadline = time.time() + 60
