@@ -22,7 +22,7 @@ SAMPLE_DATA = ROOT / "sample-data"
 STARTUP_TIMEOUT_S = 120
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -36,7 +36,7 @@ class Server:
 
     def __init__(self, root: Path, studies: Path | str, model_dir: Path, conf: dict[str, str] | None = None):
         self.root, self.studies, self.model_dir = root, studies, model_dir
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / "server.log"
         env = {

@@ -11,8 +11,8 @@ from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from lib.configs.scar import ScarConfig
-from lib.constants import FOREGROUND_LABELS, MODEL_NAME
+from lib.configs.scar import ScarConfig, default_dicomweb_mirror
+from lib.constants import APP_VERSION, FOREGROUND_LABELS, MODEL_NAME
 from lib.datastore import ScarDatastore
 from lib.dicom_zip import is_zip_upload, unpack_dicom_zip
 from lib.dicomweb_datastore import ScarDICOMwebDatastore
@@ -47,14 +47,15 @@ class ScarLGEApp(MONAILabelApp):
             conf=conf or {},
             name="scar_lge",
             description="Myocardial scar on late gadolinium enhancement MRI",
-            version="0.2.0",
+            version=APP_VERSION,
             labels=list(FOREGROUND_LABELS),  # OHIF's panel makes one segment per name: no 'background'
         )
 
     def init_datastore(self):
         if self.studies.startswith(("http://", "https://")):
             # A DICOMweb store (Orthanc): MR series are the studies, DICOM SEG the corrected labels.
-            return ScarDICOMwebDatastore(self.studies, mirror=self.conf.get("dicomweb_mirror") or None)
+            mirror = self.conf.get("dicomweb_mirror") or default_dicomweb_mirror(self.studies.rstrip("/"))
+            return ScarDICOMwebDatastore(self.studies, mirror=mirror)
         if not os.path.isdir(self.studies):
             raise ValueError(f"studies folder not found: {self.studies} (give a folder or a DICOMweb URL)")
         return ScarDatastore(self.studies, auto_reload=True)

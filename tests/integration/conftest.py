@@ -17,6 +17,7 @@ from tests.conftest import DEFAULT_MODEL, ROOT, SAMPLE_DATA
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from local_server import Server as LocalServer  # noqa: E402
+from local_server import free_port  # noqa: E402
 
 TRAIN_TIMEOUT_S = 300
 
@@ -93,14 +94,6 @@ def server(tmp_path_factory):
 SAMPLE_STUDIES_FOR_DICOMWEB = [SAMPLE_DATA / f"lge_{i:03d}.nii.gz" for i in range(3)] + [
     SAMPLE_DATA / "lge_dicom_014.dicom"
 ]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_dicomweb_store(root: Path):

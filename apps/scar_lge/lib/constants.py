@@ -24,3 +24,4 @@ HEART = (LV_CAVITY, MYOCARDIUM, SCAR, MVO)
 MYOCARDIUM_DENSITY_G_PER_ML = 1.05
 
 MODEL_NAME = "scar"
+APP_VERSION = "0.2.0"  # the app's version: /info/ and the Software Versions of the SEGs it writes

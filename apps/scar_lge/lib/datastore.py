@@ -127,13 +127,19 @@ class ScarDatastore(LocalDatastore):
             raise HTTPException(status_code=404, detail=f"unknown image id '{image_id}'")
         try:
             label = check_label(label_filename, image_path)
-            suffix = ".nii.gz" if image_path.endswith((".nii", ".nii.gz")) or os.path.isdir(image_path) else ".nrrd"
-            self._writable("labels", label_tag, f"{image_id}{suffix}")
-            with tempfile.TemporaryDirectory() as tmp:
-                clean = write_label_like(label, image_path, os.path.join(tmp, f"label{suffix}"))
-                return super().save_label(image_id, clean, label_tag, label_info)
         except InputError as e:
             raise as_http(e, "label not saved") from e
+        return self._store_checked_label(image_id, image_path, label, label_tag, label_info)
+
+    def _store_checked_label(
+        self, image_id: str, image_path: str, label_xyz, label_tag: str, label_info: dict[str, Any]
+    ) -> str:
+        """Store a label already checked against its study (:func:`check_label`), on the study's own header."""
+        suffix = ".nii.gz" if image_path.endswith((".nii", ".nii.gz")) or os.path.isdir(image_path) else ".nrrd"
+        self._writable("labels", label_tag, f"{image_id}{suffix}")
+        with tempfile.TemporaryDirectory() as tmp:
+            clean = write_label_like(label_xyz, image_path, os.path.join(tmp, f"label{suffix}"))
+            return LocalDatastore.save_label(self, image_id, clean, label_tag, label_info)
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
         if not self.get_label_uri(label_id, label_tag):

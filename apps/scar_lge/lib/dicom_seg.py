@@ -20,6 +20,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.valuerep import DA
+from skimage.color import rgb2lab
 
 from .constants import LABELS, LV_CAVITY, MVO, MYOCARDIUM, SCAR
 from .errors import InputError
@@ -86,15 +87,9 @@ assert codes.SCT.LeftVentricleMyocardium.value == "49848007"  # the codes above 
 def rgb_to_dicom_lab(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     """sRGB 0-255 -> DICOM's Recommended Display CIELab Value (PS3.3 C.10.7.1.1): L*, a*, b* scaled to 0-65535.
 
-    The conversion dcmjs (OHIF) and Slicer invert: sRGB gamma, D65 white point.
+    CIELab under D65, as dcmjs (OHIF) and Slicer convert it back; the conversion is scikit-image's.
     """
-    linear = [(c / 255) / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
-    m = np.array(
-        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
-    )
-    xyz = m @ np.array(linear) / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    lab = (116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2]))
+    lab = rgb2lab(np.asarray(rgb, float)[None, None] / 255.0)[0, 0]
     return (
         int(round(lab[0] * 65535 / 100)),
         int(round((lab[1] + 128) * 65535 / 255)),

@@ -7,17 +7,16 @@ position, reads SEG back cropped to the labelled slices, and counts every SEG of
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import requests
+from cachetools import TTLCache
 from dicomweb_client import DICOMwebClient
 from fastapi import HTTPException
 from monailabel.datastore.dicom import DICOMwebClientX
@@ -25,10 +24,12 @@ from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom.dataset import Dataset
 
+from .constants import APP_VERSION
 from .datastore import ScarDatastore
 from .dicom_seg import label_to_seg, read_series, reversed_slices_suspected, seg_to_label
 from .errors import InputError, as_http
-from .label_io import check_label, read_geometry, write_label_like
+from .label_io import check_label, read_geometry
+from .names import discard_upload
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,13 @@ SERIES_SUFFIX = ".dicom"  # a downloaded series is a folder <SeriesInstanceUID>.
 # How long a series or SEG listing is reused: long enough that one request's several datastore calls
 # ask Orthanc once, short enough that a study stored or a SEG saved in OHIF shows within seconds.
 LISTING_TTL_S = 5.0
+MIN_SLICES = 2  # a one-slice series is no short-axis stack
+
+
+def _slice_count(attributes: dict) -> int | None:
+    """Number of Series Related Instances from QIDO, None when the store does not say."""
+    count = _tag(attributes, "00201209")
+    return int(count) if count else None
 
 
 class _BoundedSession(requests.Session):
@@ -71,14 +79,6 @@ def written_by_bundled_ohif(seg: Dataset) -> bool:
     )
 
 
-def default_mirror(url: str) -> str:
-    """Where the series downloaded from ``url`` and their labels are kept: outside the source tree."""
-    home = os.environ.get("SCAR_LGE_HOME") or os.path.join(
-        os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share"), "scar_lge"
-    )
-    return os.path.join(home, "dicomweb", hashlib.sha256(url.encode()).hexdigest()[:16])
-
-
 class ScarDICOMwebDatastore(ScarDatastore):
     """MR series of a DICOMweb store, with corrected labels saved to it as DICOM SEG.
 
@@ -92,16 +92,15 @@ class ScarDICOMwebDatastore(ScarDatastore):
     - The store unreachable answers 503 naming it; the app keeps serving and recovers when it returns.
     """
 
-    def __init__(self, url: str, mirror: str | None = None, client: DICOMwebClient | None = None):
+    def __init__(self, url: str, mirror: str, client: DICOMwebClient | None = None):
         self.url = url.rstrip("/")
         self._client = client or DICOMwebClientX(url=self.url, session=_BoundedSession())
         # dicomweb_client retries every failed request 5 times with 2-16 s back-off, also when the store
         # refuses the connection: 30 s per call, per request. Its absence is answered at once instead.
         self._client.set_http_retry_params(retry=False)
-        mirror = mirror or default_mirror(self.url)
         os.makedirs(mirror, exist_ok=True)
         self._lock = threading.RLock()  # one download or save of a series at a time
-        self._listing: dict[str, tuple[float, Any]] = {}
+        self._listing: TTLCache = TTLCache(maxsize=8, ttl=LISTING_TTL_S)
         self._seg_problems: dict[str, tuple[str, str]] = {}  # series -> (newest SEG, why it is not its label)
         super().__init__(mirror, auto_reload=False)
 
@@ -125,13 +124,9 @@ class ScarDICOMwebDatastore(ScarDatastore):
             ) from e
 
     def _cached(self, key: str, fetch: Callable[[], T]) -> T:
-        now = time.monotonic()
-        hit = self._listing.get(key)
-        if hit and now - hit[0] < LISTING_TTL_S:
-            return hit[1]
-        value = fetch()
-        self._listing[key] = (now, value)
-        return value
+        if key not in self._listing:
+            self._listing[key] = fetch()
+        return self._listing[key]
 
     def _forget_listings(self) -> None:
         self._listing.clear()
@@ -179,8 +174,9 @@ class ScarDICOMwebDatastore(ScarDatastore):
     # ---- studies
 
     def list_images(self) -> list[str]:
-        """MR series that can be studies: a one-slice series is no short-axis stack, so it is never handed out."""
-        return sorted(uid for uid, s in self.remote_series().items() if _tag(s, "00201209") not in ("0", "1"))
+        """MR series that can be studies: one with fewer than :data:`MIN_SLICES` slices is never handed out."""
+        counts = {uid: _slice_count(s) for uid, s in self.remote_series().items()}
+        return sorted(uid for uid, count in counts.items() if count is None or count >= MIN_SLICES)
 
     def _series_attributes(self, series_uid: str) -> dict:
         """QIDO attributes of a series of any modality, or 404."""
@@ -208,11 +204,11 @@ class ScarDICOMwebDatastore(ScarDatastore):
                     status_code=422,
                     detail=f"series {series_uid} is {modality or 'of no modality'}, not MR: it cannot be an LGE study",
                 )
-            count = _tag(attributes, "00201209")
-            if count and int(count) < 2:
+            count = _slice_count(attributes)
+            if count is not None and count < MIN_SLICES:
                 raise HTTPException(
                     status_code=422,
-                    detail=f"series {series_uid} has {count} slice; a short-axis LGE stack needs at least 2",
+                    detail=f"series {series_uid} has {count} slice; a short-axis LGE stack needs at least {MIN_SLICES}",
                 )
             self._download(_tag(attributes, "0020000D"), series_uid, folder)
         return super().get_image_uri(series_uid)
@@ -330,13 +326,18 @@ class ScarDICOMwebDatastore(ScarDatastore):
                 "its slices look reversed against the label it corrects (it matches that label only when "
                 "flipped along the stack); save the correction from 3D Slicer instead"
             )
-        with tempfile.TemporaryDirectory() as tmp:
-            path = write_label_like(label, image_dir, os.path.join(tmp, "label.nii.gz"))
-            ScarDatastore.save_label(self, image_id, path, FINAL, {"seg_series_uid": seg_uid, "source": "DICOM SEG"})
+        self._store_checked_label(image_id, image_dir, label, FINAL, {"seg_series_uid": seg_uid, "source": "DICOM SEG"})
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
         if label_tag != FINAL:  # predictions ('original') stay in the mirror; only corrections go to the store
             return super().save_label(image_id, label_filename, label_tag, label_info)
+        try:
+            return self._save_final_label(image_id, label_filename, label_info)
+        except BaseException:
+            discard_upload(label_filename)  # a refused upload goes at once, as in ScarDatastore.save_label
+            raise
+
+    def _save_final_label(self, image_id: str, label_filename: str, label_info: dict[str, Any]) -> str:
         with self._lock:
             image_dir = self.get_image_uri(image_id)
             if not image_dir:
@@ -344,7 +345,7 @@ class ScarDICOMwebDatastore(ScarDatastore):
             try:
                 label = check_label(label_filename, image_dir)
                 seg = label_to_seg(
-                    label, read_series(image_dir), read_geometry(image_dir), software_version="scar_lge 0.2.0"
+                    label, read_series(image_dir), read_geometry(image_dir), software_version=f"scar_lge {APP_VERSION}"
                 )
             except InputError as e:
                 raise as_http(e, "label not saved") from e
@@ -352,7 +353,7 @@ class ScarDICOMwebDatastore(ScarDatastore):
             self._remote("store the SEG", lambda: self._client.store_instances([seg]))
             self._forget_listings()
             info = {**(label_info or {}), "seg_series_uid": str(seg.SeriesInstanceUID), "source": "DICOM SEG"}
-            return super().save_label(image_id, label_filename, FINAL, info)
+            return self._store_checked_label(image_id, image_dir, label, FINAL, info)
 
     def get_label_uri(self, label_id: str, label_tag: str) -> str:
         if label_id not in self.remote_series():

@@ -105,6 +105,11 @@ def start_orthanc(folder: Path, port: int = 8042, timeout_s: float = 30.0) -> Or
     raise OrthancError(f"Orthanc did not answer on port {port} within {timeout_s:.0f} s; see {folder}/orthanc.log")
 
 
+def study_name(study: Path) -> str:
+    """A study file's or series folder's name without its suffixes (``lge_000.nii.gz`` -> ``lge_000``)."""
+    return study.name.split(".")[0]
+
+
 def study_as_dicom(study: Path, folder: Path) -> list[Path]:
     """The DICOM MR series of one study file (NIfTI) or series folder: the files to store.
 
@@ -118,7 +123,7 @@ def study_as_dicom(study: Path, folder: Path) -> list[Path]:
     from .dicom_io import write_dicom_series
 
     image = nib.load(str(study))
-    name = study.name.split(".")[0]
+    name = study_name(study)
     voxels = np.asarray(image.dataobj, dtype=np.float32)
     return [Path(p) for p in write_dicom_series(np.round(voxels), image.affine, str(folder / name), patient_id=name)]
 
@@ -132,5 +137,5 @@ def store_studies(dicomweb_url: str, studies: list[Path], work: Path) -> dict[st
     for study in studies:
         datasets = [pydicom.dcmread(str(p)) for p in study_as_dicom(study, work)]
         client.store_instances(datasets)
-        stored[study.name.split(".")[0]] = str(datasets[0].SeriesInstanceUID)
+        stored[study_name(study)] = str(datasets[0].SeriesInstanceUID)
     return stored

@@ -43,11 +43,12 @@ class ScarSessions(Sessions):
         if not is_zip_upload(data_file):
             raise HTTPException(status_code=422, detail="a compressed session must be one DICOM series as a .zip file")
         # MONAI Label's own unpacking (shutil.unpack_archive) writes members under their own names.
-        folder = os.path.join(tempfile.mkdtemp(prefix="scar_lge-session-"), "series")
-        try:
-            unpack_dicom_zip(data_file, folder)
-        except InputError as e:
-            raise as_http(e, "session not created") from e
-        finally:
-            os.remove(data_file)
-        return super().add_session(folder, expiry, False, session_id)
+        with tempfile.TemporaryDirectory(prefix="scar_lge-session-") as unpacked:
+            folder = os.path.join(unpacked, "series")  # moved into the session store by add_session
+            try:
+                unpack_dicom_zip(data_file, folder)
+            except InputError as e:
+                raise as_http(e, "session not created") from e
+            finally:
+                os.remove(data_file)
+            return super().add_session(folder, expiry, False, session_id)

@@ -6,6 +6,7 @@ this module owns the paths and the user-settable options.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -32,14 +33,24 @@ logger = logging.getLogger(__name__)
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
-def default_model_dir() -> str:
-    """Where published models go unless ``--conf model_dir`` says otherwise, never the source tree:
-    ``$SCAR_LGE_HOME/models``, else ``$XDG_DATA_HOME/scar_lge/models``, else ``~/.local/share/scar_lge/models``
-    (the folders ``scripts/serve.sh`` uses)."""
+def data_home() -> str:
+    """The app's runtime data, never the source tree: ``$SCAR_LGE_HOME``, else ``$XDG_DATA_HOME/scar_lge``,
+    else ``~/.local/share/scar_lge`` (the folders ``scripts/serve.sh`` uses)."""
     if os.environ.get("SCAR_LGE_HOME"):
-        return os.path.join(os.environ["SCAR_LGE_HOME"], "models")
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(data_home, "scar_lge", "models")
+        return os.environ["SCAR_LGE_HOME"]
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(xdg, "scar_lge")
+
+
+def default_model_dir() -> str:
+    """Where published models go unless ``--conf model_dir`` says otherwise: ``models/`` in :func:`data_home`."""
+    return os.path.join(data_home(), "models")
+
+
+def default_dicomweb_mirror(url: str) -> str:
+    """Where the series downloaded from the DICOMweb store ``url``, and their labels, are kept unless
+    ``--conf dicomweb_mirror`` says otherwise: ``dicomweb/<hash of the URL>`` in :func:`data_home`."""
+    return os.path.join(data_home(), "dicomweb", hashlib.sha256(url.encode()).hexdigest()[:16])
 
 
 def shipped_model_path(app_dir: str) -> str:
