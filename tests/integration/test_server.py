@@ -15,6 +15,7 @@ from monailabel.client.client import MONAILabelClientException
 from lib.constants import MVO, SCAR
 from lib.label_io import read_geometry
 from lib.metrics import structure_dice
+from lib.report.from_files import report_from_files
 
 LABELED = [f"lge_{i:03d}" for i in range(10)]
 UNLABELED = ["lge_010", "lge_011", "lge_012", "lge_013", "lge_dicom_014"]
@@ -85,6 +86,16 @@ def test_infer_nifti_on_input_grid_with_scar_figures(server, tmp_path):
     assert low <= result["scar_percent_lv_mass"] <= high and high - low > 0
     low, high = intervals["scar_mass_g"]
     assert low <= result["scar_mass_g"] <= high
+    # The clinical report of the answer: the CLI's report of the returned label, same segments and grey zone.
+    report = result["report"]
+    assert report["study"]["scar_mass_g"] == result["scar_mass_g"]
+    assert len(report["aha"]["segments"]) == 16
+    assert sum(s["wall_mass_g"] for s in report["aha"]["segments"]) == pytest.approx(
+        result["lv_myocardial_mass_g"], abs=0.1
+    )
+    from_cli, _ = report_from_files(str(image), label_file)
+    assert report["aha"]["segments"] == from_cli["aha"]["segments"]
+    assert report["grey_zone"] == from_cli["grey_zone"]
 
 
 def test_infer_dicom_series_folder_on_its_grid(server, tmp_path):

@@ -167,7 +167,12 @@ def test_every_warning_code_is_described():
     seen = set()
     for heart_found in (True, False):
         result = assess(
-            figures, heart_found=heart_found, inversion_recovery=False, mvo_validation=None, calibrated_version=False
+            figures,
+            heart_found=heart_found,
+            inversion_recovery=False,
+            mvo_validation=None,
+            calibrated_version=False,
+            spacing_recorded=False,
         )
         seen |= {w["code"] for w in result["warnings"]}
     assert seen == set(WARNING_CODES)
@@ -263,3 +268,16 @@ def test_non_dicom_inputs_are_unknown(tmp_path):
     assert inversion_recovery(str(nifti)) is None
     assert inversion_recovery(str(tmp_path / "empty.dicom")) is None
     assert inversion_recovery(str(tmp_path / "missing.dicom")) is None
+
+
+def test_a_header_without_spacing_withholds_masses_volumes_and_areas_but_not_shares():
+    result = assess(
+        _figures(), heart_found=True, inversion_recovery=True, mvo_validation="reader", spacing_recorded=False
+    )
+    assert result["scar_mass_g"] is None and result["lv_myocardial_mass_g"] is None
+    assert result["lv_cavity_volume_ml"] is None
+    assert result["scar_percent_lv_mass"] == _figures()["scar_percent_lv_mass"]
+    assert all(row["scar_area_mm2"] is None for row in result["per_slice"])
+    assert result["null_reasons"]["scar_mass_g"] == "the image header records no voxel spacing"
+    assert result["mvo_mass_g"] is None  # withheld for the spacing, not for validation: a reader's MVO
+    assert "mvo_not_validated" not in {w["code"] for w in result["warnings"]}

@@ -5,11 +5,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+
+from .label_io import first_dicom_header
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +41,10 @@ WARNING_CODES: dict[str, str] = {
         f"MVO, or pooled MVO Dice below {MVO_MIN_POOLED_DICE}): no MVO figure is reported."
     ),
     "no_myocardium": "No LV myocardium was segmented: scar and MVO cannot be given as a percentage of LV mass.",
+    "no_spacing": (
+        "The image header records no voxel spacing (ITK's 1 mm default is not a measurement): no mass, volume or "
+        "area is reported; shares of LV mass, counted in voxels, still are."
+    ),
     "calibrated_on_default_model": (
         "The scar-presence probability, the speck rule and the intervals were fitted for the default model (on a "
         "cross-validation of its training recipe); this model version was fine-tuned since and they were not "
@@ -56,6 +59,8 @@ _SCAR_FIGURES = ("scar_volume_ml", "scar_mass_g", "scar_percent_lv_mass", "scar_
 _MVO_FIGURES = ("mvo_volume_ml", "mvo_mass_g", "mvo_percent_lv_mass")
 _ALL_FIGURES = tuple(dict.fromkeys(_LV_FIGURES + _SCAR_FIGURES + _MVO_FIGURES))
 _SLICE_AREAS = ("scar_area_mm2", "mvo_area_mm2", "lv_wall_area_mm2")
+# Figures in physical units: meaningless without a recorded spacing. Percentages are voxel-count ratios.
+_PHYSICAL_FIGURES = tuple(f for f in _ALL_FIGURES if f not in _PERCENT_FIGURES and f != "scar_slices")
 # null_reasons key of a per-slice field, which is withheld on every slice at once.
 PER_SLICE_PREFIX = "per_slice."
 
@@ -76,33 +81,10 @@ def inversion_recovery(image_path: str) -> bool | None:
         readable DICOM image in the folder, no sequence recorded in the header, or a magnetization-prepared
         sequence without a recorded inversion time (some vendors keep it in private tags only).
     """
-    header = _first_image_header(image_path)
+    header = first_dicom_header(image_path)
     if header is None:
         return None
     return _header_says_inversion_recovery(header)
-
-
-def _first_image_header(path: str) -> Dataset | None:
-    """Header (no pixels) of the first DICOM image in a folder, or of a DICOM file; None if there is none."""
-    if os.path.isdir(path):
-        candidates = [os.path.join(path, n) for n in sorted(os.listdir(path)) if not n.startswith(".")]
-    elif os.path.isfile(path):
-        candidates = [path]
-    else:
-        return None
-    for candidate in candidates:
-        if not os.path.isfile(candidate):
-            continue
-        try:
-            ds = pydicom.dcmread(candidate, stop_before_pixels=True)
-        except (InvalidDicomError, OSError):
-            continue  # NIfTI, NRRD, notes or other non-DICOM files beside the series
-        # A DICOMDIR or presentation state is DICOM too but has no image and no sequence.
-        if "Rows" in ds:
-            return ds
-    if os.path.isdir(path):
-        logger.warning("no readable DICOM image in %s; acquisition type unknown", os.path.basename(path))
-    return None
 
 
 def _multi(value) -> list[str]:
@@ -168,9 +150,10 @@ def assess(
     *,
     heart_found: bool,
     inversion_recovery: bool | None,
-    mvo_validation: dict | None,
+    mvo_validation: dict | str | None,
     mvo_source: str = "model",
     calibrated_version: bool | None = None,
+    spacing_recorded: bool = True,
 ) -> dict:
     """Withhold the figures that cannot be trusted and say why; pure (no I/O).
 
@@ -182,8 +165,10 @@ def assess(
       and the per-slice scar and MVO areas. None (unknown) gives no warning.
     - ``too_few_slices`` (fewer than :data:`MIN_SLICES_FOR_LV_MASS` slices): LV mass and volumes and the
       percentages of LV mass; scar volume and mass stay, covering the imaged slices only.
+    - ``no_spacing`` (``spacing_recorded`` False): every mass, volume and area; percentages stay.
     - ``mvo_not_validated`` (unless ``studies_with_mvo >= MVO_MIN_VALIDATION_STUDIES`` and
       ``pooled_dice >= MVO_MIN_POOLED_DICE``): MVO mass, volume, percentage and per-slice MVO areas.
+      Skipped when ``mvo_validation`` is ``"reader"``: a reader's own MVO needs no model validation.
     - ``no_myocardium`` (heart found, LV mass 0): the percentages of LV mass.
     - ``calibrated_on_default_model`` (``calibrated_version is False``): a warning only.
 
@@ -194,10 +179,13 @@ def assess(
         heart_found: whether the localiser found a heart.
         inversion_recovery: result of :func:`inversion_recovery` for the input image.
         mvo_validation: the checkpoint provenance's MVO validation, e.g.
-            ``{"pooled_dice": 0.62, "studies_with_mvo": 5}``, or None when none was recorded.
+            ``{"pooled_dice": 0.62, "studies_with_mvo": 5}``, None when none was recorded, or ``"reader"``
+            when the label was drawn or corrected by a reader.
         mvo_source: what drew the MVO, in the warning's words ("model", "semi-automatic rule").
         calibrated_version: whether the calibration (lib/calibration.py) was fitted for the model version
             that answered; None when no calibration was applied.
+        spacing_recorded: whether the image header records its voxel spacing
+            (:func:`lib.label_io.header_facts`).
 
     Returns:
         A copy of ``figures`` with withheld figures set to None, plus ``warnings`` (list of
@@ -253,7 +241,10 @@ def assess(
             (),
             f"no valid LV mass from {n_slices} slice(s) (at least {MIN_SLICES_FOR_LV_MASS} needed)",
         )
-    validated, described = _mvo_validated(mvo_validation)
+    if not spacing_recorded:
+        warn("no_spacing", WARNING_CODES["no_spacing"])
+        withhold(_PHYSICAL_FIGURES, _SLICE_AREAS, "the image header records no voxel spacing")
+    validated, described = (True, "") if mvo_validation == "reader" else _mvo_validated(mvo_validation)
     if not validated:
         warn(
             "mvo_not_validated",

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
 
 from .constants import NUM_CLASSES
 from .errors import InputError
@@ -186,3 +187,91 @@ def write_label_like(label_xyz: np.ndarray, image_path: str, out_path: str, *, c
     label.CopyInformation(reference)
     sitk.WriteImage(label, out_path, useCompression=compress)
     return out_path
+
+
+@dataclass(frozen=True)
+class HeaderFacts:
+    """What a study's header records, beyond the grid ITK makes of it.
+
+    ITK gives every image a spacing and a direction: 1 mm and the identity when the header has none. A
+    scar report must know when those are ITK's defaults, not the scanner's.
+    """
+
+    spacing_recorded: bool
+    orientation_recorded: bool
+
+
+def _nrrd_fields(path: str) -> set[str]:
+    """Field names of a NRRD header (text up to the first blank line); detached headers included."""
+    names = set()
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.decode("latin-1").strip()
+            if not line:
+                break
+            if ":" in line and not line.startswith("#"):
+                names.add(line.split(":", 1)[0].strip().lower())
+    return names
+
+
+def header_facts(path: str) -> HeaderFacts:
+    """Whether a study's header records its voxel spacing and its patient orientation.
+
+    - NIfTI: spacing from ``pixdim`` (recorded when positive and finite, and not the all-1 default of a
+      header with no units); orientation when ``qform_code`` or ``sform_code`` is set. The EMIDEC header
+      trap (unit-scale sform, real spacing in pixdim) counts as both recorded: ITK reads pixdim.
+    - NRRD: ``space directions`` or ``spacings``; orientation from ``space directions``.
+    - DICOM series or file: Pixel Spacing (or Imager Pixel Spacing); Image Orientation (Patient).
+    - Other formats ITK reads (MetaImage): both recorded, as their headers always carry them.
+
+    Raises:
+        InputError: the file or folder cannot be read.
+    """
+    if os.path.isdir(path) or (os.path.isfile(path) and not path.endswith((*NIFTI_SUFFIXES, ".nrrd", ".nhdr"))):
+        header = first_dicom_header(path)
+        if header is not None:
+            return HeaderFacts(
+                spacing_recorded="PixelSpacing" in header or "ImagerPixelSpacing" in header,
+                orientation_recorded="ImageOrientationPatient" in header,
+            )
+        if os.path.isdir(path):
+            raise InputError(f"no DICOM image found in folder {os.path.basename(path)}")
+        return HeaderFacts(spacing_recorded=True, orientation_recorded=True)
+    if _is_nifti(path):
+        try:
+            header = nib.load(path).header
+        except Exception as e:  # nibabel raises several types for a damaged header
+            raise InputError(f"cannot read {os.path.basename(path)} as NIfTI: {e}") from e
+        pixdim = np.asarray(header["pixdim"][1:4], float)
+        no_units = int(header["xyzt_units"]) == 0
+        spacing = bool(np.all(np.isfinite(pixdim)) and np.all(pixdim > 0) and not (no_units and np.all(pixdim == 1)))
+        orientation = int(header["qform_code"]) > 0 or int(header["sform_code"]) > 0
+        return HeaderFacts(spacing_recorded=spacing, orientation_recorded=orientation)
+    fields = _nrrd_fields(path)
+    return HeaderFacts(
+        spacing_recorded="space directions" in fields or "spacings" in fields,
+        orientation_recorded="space directions" in fields,
+    )
+
+
+def first_dicom_header(path: str) -> pydicom.Dataset | None:
+    """Header (no pixels) of the first DICOM image in a folder, or of a DICOM file; None if there is none."""
+    if os.path.isdir(path):
+        candidates = [os.path.join(path, n) for n in sorted(os.listdir(path)) if not n.startswith(".")]
+    elif os.path.isfile(path):
+        candidates = [path]
+    else:
+        return None
+    for candidate in candidates:
+        if not os.path.isfile(candidate):
+            continue
+        try:
+            ds = pydicom.dcmread(candidate, stop_before_pixels=True)
+        except (InvalidDicomError, OSError):
+            continue  # NIfTI, NRRD, notes or other non-DICOM files beside the series
+        # A DICOMDIR or presentation state is DICOM too but has no image and no sequence.
+        if "Rows" in ds:
+            return ds
+    if os.path.isdir(path):
+        logger.warning("no readable DICOM image in %s", os.path.basename(path))
+    return None

@@ -19,10 +19,11 @@ from ..calibration import calibrated_figures, label_passes, load_shipped
 from ..caveats import assess, inversion_recovery
 from ..constants import FOREGROUND_LABELS, IMAGE, LABELS, PRED
 from ..errors import InputError
-from ..label_io import read_geometry, write_label_like
+from ..label_io import header_facts, read_geometry, read_voxels, write_label_like
 from ..metrics import scar_quantification
 from ..model import CHECKPOINT_KEY, SPEC, ScarNet
 from ..model_store import DEFAULT_VERSION, CurrentNetwork, ModelStore
+from ..report.build import build_report
 from ..transforms.anatomy import AnatomicalCleanupd
 from ..transforms.pipelines import preprocess
 
@@ -199,13 +200,17 @@ class ScarInfer(BasicInferTask):
         provenance = data.get("model_provenance") or {}
         figures = scar_quantification(label, geometry.spacing)
         localisation = data.get("localisation", {})
+        facts = header_facts(image_path)
         assessed = assess(
             figures,
             heart_found=bool(localisation.get("heart_found", False)),
             inversion_recovery=inversion_recovery(image_path),
             mvo_validation=provenance.get("mvo_validation"),
             calibrated_version=data.get("model_version") == DEFAULT_VERSION if reading is not None else None,
+            spacing_recorded=facts.spacing_recorded,
         )
+        # The clinical report of this very label (grey zone, transmurality, AHA segments), under the same rules.
+        report = build_report(label, geometry, facts, assessed, image=read_voxels(image_path))
         result = {
             **assessed,
             **calibrated_figures(
@@ -215,6 +220,7 @@ class ScarInfer(BasicInferTask):
                 data.get("flip_spread_pp"),
                 unavailable=self.calibration_problem,
             ),
+            "report": report,
             "localisation": localisation,
             "model": {"version": data.get("model_version"), "created": provenance.get("created")},
         }
