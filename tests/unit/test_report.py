@@ -11,6 +11,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+
 from lib.caveats import assess
 from lib.constants import LV_CAVITY, MYOCARDIUM, MYOCARDIUM_DENSITY_G_PER_ML, SCAR
 from lib.label_io import Geometry, HeaderFacts, header_facts
@@ -19,7 +20,6 @@ from lib.report.aha import transmurality_class
 from lib.report.build import build_report
 from lib.report.figures import CLASS_COLOURS, save_pdf
 from lib.report.from_files import report_from_files
-
 from tests.conftest import APP_DIR, ROOT
 
 SPACING = (1.0, 1.0, 8.0)
@@ -94,7 +94,10 @@ def make_aha_phantom(insertion_deg: float, septal_sense: int, *, base_first: boo
     return image.astype(np.float32), label, (rv_mask if rv else None), scar_mass * MYOCARDIUM_DENSITY_G_PER_ML, grey
 
 
-def _report(label, *, direction=IDENTITY, image=None, rv=None, facts=HeaderFacts(True, True), spacing=SPACING):
+RECORDED = HeaderFacts(spacing_recorded=True, orientation_recorded=True)
+
+
+def _report(label, *, direction=IDENTITY, image=None, rv=None, facts=RECORDED, spacing=SPACING):
     geometry = Geometry(size=label.shape, spacing=spacing, origin=(0.0, 0.0, 0.0), direction=direction)
     assessed = assess(
         scar_quantification(label, spacing),
@@ -263,6 +266,7 @@ def test_emidec_header_trap_does_not_shrink_the_report(real_data):
 
 def test_bullseye_draws_each_class_where_the_standard_view_puts_its_segment(tmp_path):
     import matplotlib.pyplot as plt
+
     from lib.report.figures import draw_bullseye
 
     image, label, _, _, _ = make_aha_phantom(240.0, -1)
