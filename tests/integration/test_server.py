@@ -107,6 +107,13 @@ def test_infer_dicom_series_folder_on_its_grid(server, tmp_path):
     series = server.studies / "lge_dicom_014.dicom"
     assert read_geometry(client_out[0]).matches(read_geometry(str(series)))
     assert client_out[1]["lv_myocardial_mass_g"] > 20
+    # The series' DICOM orientation (a short-axis stack, base first) places the segments, and agrees with the
+    # LV's taper.
+    report = client_out[1]["report"]
+    assert report["aha"]["anchor"]["source"] == "patient_orientation"
+    assert report["aha"]["base"]["first_slice_is_base"] is True
+    assert "orientation_disagrees_with_anatomy" not in {w["code"] for w in report["warnings"]}
+    assert len(report["aha"]["segments"]) == 16
 
 
 def test_infer_uploaded_emidec_nifti_uses_real_spacing(server, real_data, tmp_path):
@@ -271,3 +278,23 @@ def test_light_requests_are_answered_while_studies_are_segmented(server):
     assert len(busy) >= 3, busy
     # On the loop, each /info/ would wait for at least one whole segmentation (0.3-0.7 s here).
     assert statistics.median(busy) < 0.15, busy
+
+
+def test_report_of_a_saved_label_as_json_png_and_pdf(server):
+    url = f"{server.url}/report/"
+    r = requests.get(url, params={"image": "lge_007"}, timeout=60)
+    assert r.status_code == 200, r.text
+    expected, _ = report_from_files(
+        str(server.studies / "lge_007.nii.gz"), str(server.studies / "labels" / "final" / "lge_007.nii.gz")
+    )
+    assert r.json() == expected
+    png = requests.get(url, params={"image": "lge_007", "output": "png"}, timeout=60)
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    pdf = requests.get(url, params={"image": "lge_007", "output": "pdf"}, timeout=60)
+    assert pdf.status_code == 200 and pdf.content[:5] == b"%PDF-"
+    assert pdf.headers["content-disposition"].endswith('filename="lge_007-report.pdf"')
+    # Clear refusals: a study without that label, an unknown study, a format that does not exist.
+    missing = requests.get(url, params={"image": "lge_011"}, timeout=60)
+    assert missing.status_code == 404 and "has no 'final' label" in missing.json()["detail"]
+    assert requests.get(url, params={"image": "nope"}, timeout=60).status_code == 404
+    assert requests.get(url, params={"image": "lge_007", "output": "docx"}, timeout=60).status_code == 422

@@ -326,3 +326,29 @@ def test_cli_refuses_a_label_on_another_grid_with_a_reason(tmp_path):
     assert done.returncode == 2
     assert "label grid differs from its image" in done.stderr
     assert done.stdout == ""
+
+
+# Segments each coronary artery usually supplies (Cerqueira et al. 2002, figure 2; apex cap left out).
+TERRITORY_SEGMENTS = {"LAD": {1, 2, 7, 8, 13, 14}, "RCA": {3, 4, 9, 10, 15}, "LCx": {5, 6, 11, 12, 16}}
+
+
+def test_sample_studies_put_each_infarct_in_its_coronary_territory():
+    """The sample phantoms draw each infarct in a coronary territory; their headers place a standard short-axis
+    stack in the patient. Without an RV label, the orientation anchor must still put most of the scar mass in
+    the segments of that territory, and the levels must agree with the header."""
+    manifest = json.loads((ROOT / "sample-data" / "manifest.json").read_text())
+    checked = 0
+    for study in manifest:
+        if not study["final_label"] or not study["territory"]:
+            continue
+        report, _ = report_from_files(
+            str(ROOT / "sample-data" / f"{study['id']}.nii.gz"),
+            str(ROOT / "sample-data" / "labels" / "final" / f"{study['id']}.nii.gz"),
+        )
+        assert report["aha"]["base"]["first_slice_is_base"] is True
+        assert "orientation_disagrees_with_anatomy" not in {w["code"] for w in report["warnings"]}
+        scar = {s["segment"]: s["scar_mass_g"] for s in report["aha"]["segments"]}
+        inside = sum(scar[s] for s in TERRITORY_SEGMENTS[study["territory"]])
+        assert inside > 0.6 * sum(scar.values()), (study["id"], study["territory"], scar)
+        checked += 1
+    assert checked >= 5

@@ -15,6 +15,8 @@ import numpy as np
 from scipy import ndimage
 
 from .constants import LV_CAVITY, MVO, MYOCARDIUM, NUM_CLASSES, SCAR
+from .dicom_io import RAS_TO_LPS
+from .report.short_axis import ANTERIOR_LPS, APEX_DIRECTION_LPS
 
 # Coronary territories as angular sectors in the short-axis plane: angle 0 is lateral, 90 anterior,
 # 180 septal, 270 inferior. Centre and half-width in degrees, and which part of the stack (0 base,
@@ -54,6 +56,20 @@ def _random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     return rz @ ry @ rx
+
+
+def short_axis_frame_lps() -> np.ndarray:
+    """(3, 3) LPS directions (columns) of a phantom's rows, columns and slices in a standard short-axis stack.
+
+    Rows grow away from the anterior wall (anterior is up), columns toward the lateral wall (the septum on
+    the left, as a short-axis view is shown), slices from the base toward the apex, along the usual LV long
+    axis (:data:`lib.report.short_axis.APEX_DIRECTION_LPS`).
+    """
+    apex = APEX_DIRECTION_LPS
+    anterior_in_plane = ANTERIOR_LPS - (ANTERIOR_LPS @ apex) * apex
+    rows = -anterior_in_plane / np.linalg.norm(anterior_in_plane)
+    cols = np.cross(apex, rows)  # rows x cols = apex: a right-handed grid
+    return np.stack([rows, cols, apex], axis=1)
 
 
 def make_phantom(
@@ -195,7 +211,9 @@ def make_phantom(
 
     affine = np.eye(4)
     rotation = _random_rotation(rng, 25.0)
-    affine[:3, :3] = rotation @ np.diag([spacing, spacing, dz])
+    # A standard short-axis stack in the patient, tilted at random: anterior up, base first (lib.report reads
+    # the AHA segments from this orientation). The voxels do not depend on it.
+    affine[:3, :3] = RAS_TO_LPS[:3, :3] @ rotation @ short_axis_frame_lps() @ np.diag([spacing, spacing, dz])
     affine[:3, 3] = rng.uniform(-120, 120, size=3)
     info = {
         "seed": seed,

@@ -122,6 +122,43 @@ def _overlay_slices(report: dict, n: int = 3) -> list[int]:
     return sorted(r["slice"] for r in rows[:n])
 
 
+def standard_view(plane: np.ndarray, spacing_mm, anchor: dict) -> tuple[np.ndarray, float]:
+    """A slice turned and flipped (no resampling) so that ``imshow`` shows it as the bullseye is read.
+
+    Anterior up and the septum to the left, as a short-axis view is shown, when the report has an anchor
+    (the anterior segment's middle is 30 degrees from the anterior RV insertion, away from the septum);
+    otherwise the image as stored (rows of the array along +j). Of the eight turns and flips of the array
+    the one that brings anterior closest to up with the septum on the left is used.
+
+    Returns:
+        (array for ``imshow``, its pixel aspect, height over width).
+    """
+    transposed, flip_rows, flip_cols = True, False, False
+    if anchor.get("anterior_insertion_image_deg") is not None and anchor.get("septal_sense"):
+        sense = anchor["septal_sense"]
+        anterior = np.radians(anchor["anterior_insertion_image_deg"] - sense * 30.0)
+        septal = anterior + sense * np.pi / 2
+        best = -np.inf
+        for t in (False, True):
+            for fr in (False, True):
+                for fc in (False, True):
+                    # Screen (x right, y up) of an image-plane direction (di, dj): imshow puts array rows down,
+                    # columns right; the array's rows are i (j when transposed).
+                    def screen(angle, t=t, fr=fr, fc=fc):
+                        di, dj = np.cos(angle), np.sin(angle)
+                        row, col = (dj, di) if t else (di, dj)
+                        return np.array([-col if fc else col, row if fr else -row])
+
+                    score = screen(anterior) @ (0.0, 1.0) + screen(septal) @ (-1.0, 0.0)
+                    if score > best:
+                        best, (transposed, flip_rows, flip_cols) = score, (t, fr, fc)
+    view = plane.T if transposed else plane
+    view = view[::-1] if flip_rows else view
+    view = view[:, ::-1] if flip_cols else view
+    row_mm, col_mm = (spacing_mm[1], spacing_mm[0]) if transposed else (spacing_mm[0], spacing_mm[1])
+    return view, float(row_mm / col_mm)
+
+
 def save_pdf(report: dict, image: np.ndarray, label: np.ndarray, path: str, *, title: str = "") -> str:
     """Write the one-page A4 report: figures, bullseye, overlays of up to 3 slices, warnings; returns ``path``.
 
@@ -163,10 +200,14 @@ def save_pdf(report: dict, image: np.ndarray, label: np.ndarray, path: str, *, t
                 fontsize=7,
             ).auto_set_font_size(True)
         for n, k in enumerate(_overlay_slices(report)):
-            ax = fig.add_axes((0.06 + n * 0.30, 0.22, 0.28, 0.28))
-            ax.imshow(image[..., k].T, cmap="gray", origin="upper")
+            ax = fig.add_axes((0.06 + n * 0.30, 0.17, 0.28, 0.27))
+            anchor = report["aha"]["anchor"]
+            shown, aspect = standard_view(image[..., k], report["spacing_mm"], anchor)
+            ax.imshow(shown, cmap="gray", origin="upper", aspect=aspect)
+            shown_label, _ = standard_view(label[..., k], report["spacing_mm"], anchor)
             ax.imshow(
-                np.ma.masked_equal(label[..., k].T, 0),
+                np.ma.masked_equal(shown_label, 0),
+                aspect=aspect,
                 cmap=overlay,
                 vmin=0,
                 vmax=4,
@@ -178,7 +219,7 @@ def save_pdf(report: dict, image: np.ndarray, label: np.ndarray, path: str, *, t
         notes = [f"- {w['message']}" for w in report["warnings"]]
         notes += [f"- {field}: {reason}" for field, reason in report["null_reasons"].items()]
         notes += [f"Transmurality: {report['transmurality_rule']}", f"Grey zone: {report['grey_zone']['rule']}"]
-        fig.text(0.06, 0.19, "\n".join(_wrap(n) for n in notes)[:4000], fontsize=6.5, va="top")
+        fig.text(0.06, 0.15, "\n".join(_wrap(n) for n in notes)[:4000], fontsize=6.5, va="top")
         fig.savefig(path)
     finally:
         plt.close(fig)
