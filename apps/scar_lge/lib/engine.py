@@ -19,7 +19,11 @@ from monai.data.utils import worker_init_fn as monai_worker_init
 from monai.losses import DiceCELoss
 from monai.transforms import Compose
 from monai.utils import set_determinism
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
+from . import distributed
 from .constants import HEART, IMAGE, LABEL, MVO, SCAR_PROBABILITY, TOTAL_SCAR
 from .losses import build_loss
 from .metrics import overlap_dice, structure_overlap, voxel_volume_ml
@@ -204,6 +208,57 @@ def cpu_has_bf16_matrix_units() -> bool:
     return bool(check and check())
 
 
+class TrainingStep(nn.Module):
+    """The network's two training heads in one ``forward``, so that DDP, which synchronises the parameters
+    used in ``forward``, covers the localiser and the segmenter alike.
+
+    Shape: crops (N, C, *roi_size_vox) and localiser slices (N, 1, H, W) -> (segmenter logits, localiser
+    logits) as :meth:`ScarNet.segment` and :meth:`ScarNet.localiser_logits` give them.
+    """
+
+    def __init__(self, network: ScarNet):
+        super().__init__()
+        self.network = network
+
+    def forward(self, crops: torch.Tensor, localiser_slices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.network.segment(crops), self.network.localiser_logits(localiser_slices)
+
+
+def training_step(
+    step: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: dict,
+    seg_loss: nn.Module,
+    loc_loss: nn.Module,
+    *,
+    mixed_precision: bool,
+) -> tuple[float, float]:
+    """One optimiser step on a batch: segmenter loss plus half the localiser's; returns both losses.
+
+    ``step`` is a :class:`TrainingStep`, or one wrapped in ``DistributedDataParallel`` (then each rank
+    passes its own part of the batch and the gradients are averaged over ranks).
+    """
+    # Plain tensors: a loader in the main process yields MetaTensors, whose metadata nothing here reads and
+    # whose batched metadata cannot follow the one-hot and pooling of the distributed loss.
+    batch = {k: v.as_tensor() if isinstance(v, MetaTensor) else v for k, v in batch.items()}
+    device_type = batch[IMAGE].device.type
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=mixed_precision):
+        seg_logits, loc_logits = step(batch[IMAGE], batch["loc_image"])
+        label = batch[LABEL].round().long()
+        if getattr(seg_loss, "needs_scar_probability", False):
+            if SCAR_PROBABILITY not in batch:
+                raise ValueError(f"{type(seg_loss).__name__} needs studies with a scar_probability.")
+            seg = seg_loss(seg_logits.float(), label, batch[SCAR_PROBABILITY])
+        else:
+            seg = seg_loss(seg_logits.float(), label)
+        coarse = torch.nn.functional.max_pool2d(batch["loc_heart"], SPEC.localiser_downsample)
+        loc = loc_loss(loc_logits.float(), coarse)
+    (seg + 0.5 * loc).backward()
+    optimizer.step()
+    return float(seg), float(loc)
+
+
 def train(
     network: ScarNet,
     studies: Sequence[Study],
@@ -226,16 +281,19 @@ def train(
     :func:`cpu_has_bf16_matrix_units`), else fp32. ``cosine_schedule`` decays the learning rate
     to 2 % of ``lr`` over the run (training from scratch); fine-tuning keeps it constant.
     ``should_stop`` is asked before every step; it may return True (stop after this epoch's record) or
-    raise to abandon the run at once.
+    raise to abandon the run at once. Under DDP (:mod:`lib.distributed` initialised with several ranks)
+    every rank calls this with the same arguments and trains on its shard of the slices; ``on_epoch`` and
+    ``should_stop`` are called on every rank (callers validate and write on rank 0 only), and ``should_stop``
+    must answer alike on all ranks (a rank that stops alone leaves the others waiting).
     """
     if not studies:
         raise ValueError("train needs at least one labelled study.")
-    set_determinism(seed)
+    # Each rank its own augmentation draws; the weights are rank 0's (DDP broadcasts them on wrapping).
+    set_determinism(seed + distributed.rank())
     device = torch.device(device)
     mixed_precision = device.type == "cuda" if bf16 is None else bf16
     network.to(device).train()
     seg_loss = loss if loss is not None else build_loss()
-    needs_soft = getattr(seg_loss, "needs_scar_probability", False)
     loc_loss = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
     schedule = (
@@ -244,41 +302,40 @@ def train(
         else None
     )
     dataset = SliceDataset(studies)
+    step: nn.Module = TrainingStep(network)
+    sampler = None
+    if distributed.active():
+        # Every rank trains on its own shard of the slices (reshuffled each epoch, the same partition on all
+        # ranks); gradients are averaged across ranks in backward.
+        step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed)
+    shard = len(sampler) if sampler is not None else len(dataset)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         num_workers=num_workers,
-        drop_last=len(dataset) > batch_size,
+        drop_last=shard > batch_size,
         persistent_workers=num_workers > 0,
         worker_init_fn=_slice_worker_init,
     )
     history = []
     for epoch in range(epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         start, totals, steps = time.time(), {"segmenter": 0.0, "localiser": 0.0}, 0
         for batch in loader:
             if should_stop and should_stop():
                 break
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed_precision):
-                logits, label = network.segment(batch[IMAGE]).float(), batch[LABEL].round().long()
-                if needs_soft:
-                    if SCAR_PROBABILITY not in batch:
-                        raise ValueError(f"{type(seg_loss).__name__} needs studies with a scar_probability.")
-                    seg = seg_loss(logits, label, batch[SCAR_PROBABILITY])
-                else:
-                    seg = seg_loss(logits, label)
-                coarse = torch.nn.functional.max_pool2d(batch["loc_heart"], SPEC.localiser_downsample)
-                loc = loc_loss(network.localiser_logits(batch["loc_image"]).float(), coarse)
-            (seg + 0.5 * loc).backward()
-            optimizer.step()
-            totals["segmenter"] += float(seg)
-            totals["localiser"] += float(loc)
+            seg, loc = training_step(step, optimizer, batch, seg_loss, loc_loss, mixed_precision=mixed_precision)
+            totals["segmenter"] += seg
+            totals["localiser"] += loc
             steps += 1
         record = {
             "epoch": epoch + 1,
-            **{k: v / max(steps, 1) for k, v in totals.items()},
+            **{k: distributed.mean_over_ranks(v / max(steps, 1)) for k, v in totals.items()},
             "seconds": round(time.time() - start, 2),
         }
         if schedule:

@@ -9,6 +9,7 @@ from monai.losses import DiceCELoss, DiceLoss
 from monai.networks.layers import GaussianFilter
 from torch import nn
 
+from . import distributed
 from .constants import MYOCARDIUM, NUM_CLASSES, SCAR
 
 
@@ -150,10 +151,16 @@ class DiceCE(nn.Module):
     so rare classes (MVO) and scar-free slices neither dominate nor vanish. MONAI's ``DiceCELoss``
     (smoothing terms 1e-5) applies the softmax once, itself.
 
+    Under DDP (several ranks of :mod:`lib.distributed`) the batch is the union of the ranks' shards: the
+    Dice sums are pooled over ranks (differentiably), the cross-entropy stays each rank's own mean and DDP
+    averages its gradient, so a step on R ranks of B slices equals a step on one process with the R*B
+    slices (``tests/unit/test_ddp.py``).
+
     Shape: logits (B, C, *spatial); label (B, 1, *spatial) integer classes.
     """
 
     needs_scar_probability = False
+    SMOOTH = 1e-5  # MONAI DiceLoss's smooth_nr and smooth_dr defaults
 
     def __init__(self, num_classes: int):
         super().__init__()
@@ -163,7 +170,17 @@ class DiceCE(nn.Module):
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         _check_shapes(logits, label, self.num_classes)
-        return self.loss(logits.float(), label)
+        if not distributed.active():
+            return self.loss(logits.float(), label)
+        # MONAI's DiceLoss sums over its own batch only and has no hook to pool those sums across ranks, so
+        # the same formula is written here on sums pooled over ranks (nnU-Net's DDP batch Dice does the same).
+        probs = torch.softmax(logits.float(), dim=1)
+        target = F.one_hot(label[:, 0].long(), self.num_classes).movedim(-1, 1).float()
+        dims = (0, *range(2, logits.ndim))
+        intersection = distributed.all_reduce_sum((probs * target).sum(dims))[1:]
+        denominator = distributed.all_reduce_sum((probs + target).sum(dims))[1:]
+        dice = 1.0 - (2.0 * intersection + self.SMOOTH) / (denominator + self.SMOOTH)
+        return dice.mean() + F.cross_entropy(logits.float(), label[:, 0].long())
 
 
 class DiceGCE(nn.Module):

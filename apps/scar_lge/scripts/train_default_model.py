@@ -9,6 +9,12 @@ a stratified ``--folds``-fold case-level split (cross-validation: run every fold
         --out apps/scar_lge/model/scar.pt --metrics docs/default-model-metrics.json
     python apps/scar_lge/scripts/train_default_model.py --real ../shared/real --fold 0 \
         --out /tmp/cv/fold0.pt --metrics /tmp/cv/fold0.json
+
+On several GPUs or nodes, start it with ``torchrun`` (PyTorch DDP): every rank trains on its shard of the
+slices with ``--batch-size`` slices per step, and rank 0 alone validates and writes the checkpoint:
+
+    torchrun --nnodes N --nproc-per-node G --rdzv-backend c10d --rdzv-endpoint HOST:29400 \
+        apps/scar_lge/scripts/train_default_model.py --real ../shared/real --out model.pt
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lib import distributed  # noqa: E402
 from lib.datasets import (  # noqa: E402
     emidec_png_cases,
     kfold_cases,
@@ -88,6 +95,8 @@ def main() -> None:
     if args.cv and not Path(args.cv).is_dir():
         parser.error(f"--cv: no such folder {args.cv}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if distributed.launched_by_torchrun():
+        args.device = distributed.init_from_torchrun(args.device)
 
     root = Path(args.real) / "emidec_png"
     cases = emidec_png_cases(root)
@@ -124,7 +133,7 @@ def main() -> None:
         logger.warning("--bf16 on a CPU without AMX: bf16 is emulated there and trains slower than fp32")
 
     def on_epoch(epoch: int, record: dict) -> None:
-        if (epoch + 1) % 25 == 0 and epoch + 1 < args.epochs:
+        if distributed.is_main() and (epoch + 1) % 25 == 0 and epoch + 1 < args.epochs:
             logger.info(
                 "epoch %d held-out %s",
                 epoch + 1,
@@ -146,6 +155,9 @@ def main() -> None:
         bf16=bf16,
     )
 
+    if not distributed.is_main():
+        logger.info("rank %d done; rank 0 validates and writes the checkpoint", distributed.rank())
+        return
     results = validate(network, held_out_studies, args.device)
     # Read after training, so the all-cases model can train beside its fold models
     # (apps/scar_lge/scripts/train_cv.sh); a missing report is said, not guessed, and the model is kept.
@@ -177,6 +189,7 @@ def main() -> None:
         "epochs": args.epochs,
         "lr": args.lr,
         "batch_size": args.batch_size,
+        "ranks": distributed.world_size(),  # DDP ranks, each with batch_size slices per step
         "seed": args.seed,
         "device": str(args.device),
         "bf16_autocast": bf16,
@@ -242,4 +255,9 @@ def read_cv_results(folder: Path, folds: int) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        if distributed.active():
+            distributed.barrier()  # no rank tears the group down while another still uses it
+            torch.distributed.destroy_process_group()

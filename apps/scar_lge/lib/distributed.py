@@ -1,0 +1,123 @@
+"""Data-parallel training over several processes with PyTorch's own DistributedDataParallel (DDP).
+
+Two ways in, as in MONAI Label and nnU-Net: ``torchrun`` starts the ranks and sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous (:func:`init_from_torchrun`, used by the default-model
+script, on one node or several); or a process starts its own ranks on this machine
+(:func:`spawn_ranks`, used by the server's train task, one per GPU). Ranks talk over NCCL on GPUs and
+gloo on CPUs (gloo is how the tests run two ranks without a GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+def backend_for(device: str | torch.device) -> str:
+    """NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def active() -> bool:
+    """Whether this process is one rank of several."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """Rank 0, or the only process: the one that validates, writes checkpoints and publishes."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks, differentiable: the gradient of each rank's input is the sum of all ranks' upstream
+    gradients (``torch.distributed.nn``), so a loss computed from pooled sums backpropagates into every rank's
+    own samples. The tensor itself when not distributed."""
+    if not active():
+        return tensor
+    from torch.distributed.nn.functional import all_reduce  # noqa: PLC0415 (needs an initialised group)
+
+    return all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+
+def mean_over_ranks(value: float) -> float:
+    """The mean of a number over ranks (epoch losses for the record); the number itself when not distributed."""
+    if not active():
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / dist.get_world_size()
+
+
+def launched_by_torchrun() -> bool:
+    """Whether torchrun (or another launcher with its environment) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def init_from_torchrun(device: str) -> str:
+    """Join the process group torchrun set up; returns this rank's device (``cuda:LOCAL_RANK`` on GPUs).
+
+    Raises:
+        RuntimeError: GPUs asked for but this node has fewer than its ranks.
+    """
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.device(device).type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"rank with LOCAL_RANK {local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
+                "start at most that many processes per node (--nproc-per-node)"
+            )
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    dist.init_process_group(backend_for(device))
+    logger.info("rank %d of %d on %s (%s)", dist.get_rank(), dist.get_world_size(), device, dist.get_backend())
+    return device
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback now, for the ranks' rendezvous."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_entry(local_rank: int, world: int, port: int, device: str, fn: Callable, args: tuple) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank))
+    os.environ.update(WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank))
+    rank_device = init_from_torchrun(device)
+    try:
+        fn(rank_device, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_ranks(world: int, device: str, fn: Callable, *args) -> None:
+    """Run ``fn(rank_device, *args)`` in ``world`` new processes on this machine, as one DDP group.
+
+    Processes are started with the ``spawn`` method (a fresh interpreter each: CUDA cannot be used in a
+    forked child of a process that touched it), so ``fn`` and ``args`` must be picklable. The rendezvous is
+    on the loopback only. Raises if any rank fails (``torch.multiprocessing.ProcessRaisedException``).
+    """
+    torch.multiprocessing.spawn(_rank_entry, args=(world, free_port(), device, fn, args), nprocs=world, join=True)
