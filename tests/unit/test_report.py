@@ -49,8 +49,11 @@ def _in_span(phi: np.ndarray, span: tuple[float, float]) -> np.ndarray:
     return (np.mod(phi - lo, 360.0) < (hi - lo)) if hi - lo < 360 else np.ones_like(phi, bool)
 
 
-def make_aha_phantom(insertion_deg: float, septal_sense: int, *, base_first: bool = True, rv: bool = False):
+def make_aha_phantom(insertion_deg: float, septal_sense: int, *, base_first: bool = False, rv: bool = False):
     """Noise-free LV whose scar depth per AHA segment is :data:`DEPTH`, with the anchor at ``insertion_deg``.
+
+    Apex first by default: with the identity LPS direction of the tests the slices then run superior, from
+    the apex toward the base, as in a patient.
 
     Returns (image, label, rv mask or None, exact scar mass in g, exact grey-zone voxels).
     """
@@ -127,12 +130,12 @@ def test_noise_free_phantom_mass_within_2_percent_and_every_segment_class_right(
     assert _classes(report) == EXPECTED_CLASSES
     for segment in report["aha"]["segments"]:
         assert segment["transmural_extent_percent"] == pytest.approx(100 * DEPTH[segment["segment"]], abs=6)
-    assert report["aha"]["levels"] == {"basal": [0, 1, 2], "mid": [3, 4, 5], "apical": [6, 7, 8]}
+    assert report["aha"]["levels"] == {"basal": [6, 7, 8], "mid": [3, 4, 5], "apical": [0, 1, 2]}
     assert report["aha"]["segments_over_50_percent_transmural"] == sum(d > 0.5 for d in DEPTH.values())
     voxel_g = np.prod(SPACING) / 1000 * MYOCARDIUM_DENSITY_G_PER_ML
     assert report["grey_zone"]["mass_g"] == pytest.approx(grey.sum() * voxel_g, abs=0.01)
     assert report["grey_zone"]["remote_sd_signal"] == pytest.approx(10.0, abs=0.1)
-    assert report["slices"][0]["max_transmurality_percent"] == pytest.approx(87.5, abs=6)
+    assert report["slices"][8]["max_transmurality_percent"] == pytest.approx(87.5, abs=6)  # basal: segment 1
 
 
 def test_rv_label_anchor_is_the_known_insertion_and_places_the_segments():
@@ -162,21 +165,35 @@ def test_orientation_anchor_follows_the_header_direction():
     assert _classes(report) == EXPECTED_CLASSES
 
 
-def test_base_is_found_from_the_taper_whichever_way_the_stack_runs():
-    image, label, _, _, _ = make_aha_phantom(240.0, -1, base_first=False)
+def test_base_is_found_from_the_taper_and_a_contradicting_header_gives_no_segments():
+    image, label, _, _, _ = make_aha_phantom(240.0, -1)
     report = _report(label, image=image)
     assert report["aha"]["base"] == {**report["aha"]["base"], "first_slice_is_base": False, "source": "anatomy"}
     assert report["aha"]["levels"]["basal"] == [6, 7, 8]
-    assert _classes(report) == EXPECTED_CLASSES
-    # Identity LPS puts the last slice superior, i.e. toward the base: the header agrees, no warning.
     assert "orientation_disagrees_with_anatomy" not in {w["code"] for w in report["warnings"]}
-    flipped = _report(make_aha_phantom(240.0, -1)[1])
+    # The same header on a stack that runs the other way: identity LPS says the first slice is apical, the
+    # taper says basal. The levels follow the taper, but a header wrong about its slice direction is not
+    # trusted for anterior and septal either.
+    image, label, rv, _, _ = make_aha_phantom(200.0, -1, base_first=True, rv=True)
+    flipped = _report(label, image=image, rv=rv)
+    assert flipped["aha"]["base"]["first_slice_is_base"] is True
     assert "orientation_disagrees_with_anatomy" in {w["code"] for w in flipped["warnings"]}
+    assert flipped["aha"]["segments"] is None
+    assert "contradicts the LV's taper" in flipped["null_reasons"]["aha.segments"]
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(0.0, "0"), (0.4, "1-25"), (25.0, "1-25"), (25.01, "26-50"), (50.0, "26-50"), (75.0, "51-75"), (100, "76-100")],
+    [
+        (0.0, "0"),
+        (0.4, "0"),
+        (0.6, "1-25"),
+        (25.4, "1-25"),
+        (25.6, "26-50"),
+        (50.0, "26-50"),
+        (75.0, "51-75"),
+        (100, "76-100"),
+    ],  # fmt: skip
 )
 def test_transmurality_classes_follow_kim(value, expected):
     assert transmurality_class(value) == expected
@@ -198,6 +215,7 @@ def test_single_slice_gives_no_lv_mass_and_no_segments():
     image, label, _, _, _ = make_aha_phantom(240.0, -1)
     report = _report(label[..., 4:5], image=image[..., 4:5])
     assert report["study"]["lv_myocardial_mass_g"] is None
+    assert report["grey_zone"]["percent_lv_mass"] is None and report["grey_zone"]["percent_of_scar"] is not None
     assert report["aha"]["segments"] is None
     assert report["null_reasons"]["aha.segments"].startswith("1 slice(s) with LV wall")
     assert report["slices"][0]["max_transmurality_percent"] is not None  # a slice's own figures still stand
@@ -212,7 +230,26 @@ def test_scar_outside_the_wall_withholds_every_scar_figure():
     assert report["aha"]["segments"] is None
     assert report["slices"][3]["mean_transmurality_percent"] is None
     assert "outside the LV wall ring on slice(s) [3]" in report["null_reasons"]["scar_mass_g"]
-    assert report["study"]["lv_myocardial_mass_g"] is not None  # the wall itself is still measured
+    # The blob is wall-labelled too: no wall figure counts it; the cavity's does not touch it.
+    assert report["study"]["lv_myocardial_mass_g"] is None
+    assert report["study"]["lv_cavity_volume_ml"] is not None
+
+
+def test_scar_alone_on_a_slice_is_outside_the_wall_but_a_transmural_arc_is_not():
+    image, label, _, _, _ = make_aha_phantom(240.0, -1)
+    alone = label.copy()
+    alone[..., 0] = 0
+    alone[2:6, 2:6, 0] = SCAR  # the only wall-labelled piece of its slice, far from any LV
+    assert _report(alone, image=image)["null_reasons"]["scar_mass_g"].startswith("16 scar/MVO voxel(s)")
+    # A ring cut by two gaps whose arc between them is all scar: transmural infarct, bordering the cavity.
+    i, j = np.meshgrid(np.arange(SIZE[0]), np.arange(SIZE[1]), indexing="ij")
+    angle = np.mod(np.degrees(np.arctan2(j - CENTRE_MM[1], i - CENTRE_MM[0])), 360)
+    arc = label.copy()
+    wall = np.isin(arc[..., 4], (MYOCARDIUM, SCAR))
+    arc[..., 4][wall & ((angle < 6) | ((angle > 40) & (angle < 46)))] = 0
+    arc[..., 4][wall & (angle >= 6) & (angle <= 40)] = SCAR
+    report = _report(arc, image=image)
+    assert report["study"]["scar_mass_g"] is not None and "scar_outside_wall" not in str(report["warnings"])
 
 
 def test_missing_spacing_withholds_masses_but_not_shares():
@@ -260,8 +297,15 @@ def test_emidec_header_trap_does_not_shrink_the_report(real_data):
     assert report["study"]["lv_myocardial_mass_g"] == pytest.approx(np.isin(label, (2, 3, 4)).sum() * voxel_g, 0.01)
     assert report["study"]["scar_mass_g"] == pytest.approx(np.isin(label, (3, 4)).sum() * voxel_g, abs=0.01)
     assert report["study"]["lv_myocardial_mass_g"] > 100  # a real LV; the 1 mm trap would give about 8 g
-    wall_g = sum(s["wall_mass_g"] for s in report["aha"]["segments"])
-    assert wall_g == pytest.approx(report["study"]["lv_myocardial_mass_g"], abs=0.1)
+    wall_mm2 = sum(s["lv_wall_area_mm2"] for s in report["slices"])
+    assert wall_mm2 * 13.0 / 1000 * MYOCARDIUM_DENSITY_G_PER_ML == pytest.approx(
+        report["study"]["lv_myocardial_mass_g"], abs=0.2
+    )
+    # Its sform is a placeholder (unit scales, origin 0): no patient orientation, so no segments, said so.
+    assert report["header"]["orientation_recorded"] is False
+    assert report["aha"]["segments"] is None
+    assert "placeholder sform" in report["null_reasons"]["aha.segments"]
+    assert report["aha"]["base"]["first_slice_is_base"] is False  # the taper alone: slice 0 is apical
 
 
 def test_bullseye_draws_each_class_where_the_standard_view_puts_its_segment(tmp_path):
@@ -316,6 +360,25 @@ def test_cli_prints_the_report_and_writes_png_and_pdf(tmp_path):
     assert json.loads((tmp_path / "out" / "report.json").read_text()) == printed
     assert (tmp_path / "out" / "bullseye.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "out" / "report.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_cli_refuses_an_rv_label_on_a_shifted_grid_and_an_unwritable_out(tmp_path):
+    image, label, rv, _, _ = make_aha_phantom(200.0, -1, rv=True)
+    image_path = _nifti(tmp_path / "study.nii.gz", image)
+    label_path = _nifti(tmp_path / "label.nii.gz", label)
+    shifted = nib.Nifti1Image(rv.astype(np.uint8), np.diag([-1.0, -1.0, 8.0, 1.0]) @ _translation(50.0))
+    nib.save(shifted, str(tmp_path / "rv.nii.gz"))
+    done = _cli(image_path, label_path, "--rv", str(tmp_path / "rv.nii.gz"))
+    assert done.returncode == 2 and "RV label grid differs from its image" in done.stderr
+    (tmp_path / "file").write_text("")
+    done = _cli(image_path, label_path, "--out", str(tmp_path / "file" / "sub"))
+    assert done.returncode == 2 and "cannot write the report" in done.stderr and "Traceback" not in done.stderr
+
+
+def _translation(mm: float) -> np.ndarray:
+    shift = np.eye(4)
+    shift[0, 3] = mm
+    return shift
 
 
 def test_cli_refuses_a_label_on_another_grid_with_a_reason(tmp_path):

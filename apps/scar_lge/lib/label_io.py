@@ -199,6 +199,15 @@ class HeaderFacts:
 
     spacing_recorded: bool
     orientation_recorded: bool
+    orientation_note: str = ""  # why an orientation the header has is not taken as recorded
+
+
+def _placeholder_sform(header) -> bool:
+    """An sform that is only a stand-in: axis-aligned unit scales at the origin while pixdim says otherwise."""
+    sform = np.asarray(header.get_sform(), float)
+    pixdim = np.asarray(header["pixdim"][1:4], float)
+    unit_axes = np.allclose(np.abs(sform[:3, :3]), np.eye(3))
+    return bool(unit_axes and np.allclose(sform[:3, 3], 0) and not np.allclose(pixdim, 1))
 
 
 def _nrrd_fields(path: str) -> set[str]:
@@ -246,6 +255,13 @@ def header_facts(path: str) -> HeaderFacts:
         no_units = int(header["xyzt_units"]) == 0
         spacing = bool(np.all(np.isfinite(pixdim)) and np.all(pixdim > 0) and not (no_units and np.all(pixdim == 1)))
         orientation = int(header["qform_code"]) > 0 or int(header["sform_code"]) > 0
+        if orientation and int(header["qform_code"]) == 0 and _placeholder_sform(header):
+            return HeaderFacts(
+                spacing_recorded=spacing,
+                orientation_recorded=False,
+                orientation_note="the NIfTI header's only orientation is a placeholder sform (unit scales unlike "
+                "pixdim, axis-aligned, origin 0: the EMIDEC header trap), not the patient's",
+            )
         return HeaderFacts(spacing_recorded=spacing, orientation_recorded=orientation)
     fields = _nrrd_fields(path)
     return HeaderFacts(

@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an --out folder that cannot be made or written
+        print(f"error: cannot write the report to {args.out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     json.dump(result, sys.stdout, indent=1)
     print()
     return 0

@@ -69,11 +69,13 @@ def segment_numbers(level: str, phi_deg: np.ndarray) -> np.ndarray:
 def transmurality_class(percent: float) -> str:
     """Kim et al.'s class of a transmural extent in percent: '0', '1-25', '26-50', '51-75' or '76-100'.
 
-    Any scar at all is at least '1-25'; the bounds are inclusive above (25 % is '1-25').
+    The classes are whole percentages, so the extent is rounded to one first: a partial-volume sliver under
+    0.5 % is '0', not a '1-25' segment "likely to recover"; the bounds are inclusive above (25 % is '1-25').
     """
     if not np.isfinite(percent) or percent < 0 or percent > 100 + 1e-9:
         raise ValueError(f"a transmural extent is a percentage in [0, 100], got {percent}.")
+    whole = round(percent)
     for name, upper in TRANSMURALITY_CLASSES:
-        if percent <= upper:
+        if whole <= upper:
             return name
     return TRANSMURALITY_CLASSES[-1][0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..constants import LV_WALL, MYOCARDIUM, MYOCARDIUM_DENSITY_G_PER_ML, SCAR, TOTAL_SCAR
+from ..constants import LV_CAVITY, LV_WALL, MYOCARDIUM, MYOCARDIUM_DENSITY_G_PER_ML, SCAR, TOTAL_SCAR
 from ..label_io import Geometry, HeaderFacts
 from ..metrics import voxel_volume_ml
 from . import aha, grey_zone, short_axis
@@ -34,20 +34,22 @@ TRANSMURALITY_RULE = (
 
 
 def scar_outside_wall(label: np.ndarray) -> dict[int, int]:
-    """Scar or MVO voxels per slice that lie outside the LV wall ring: slice -> voxel count (empty if none).
+    """Scar or MVO voxels per slice that lie outside the LV wall: slice -> voxel count (empty if none).
 
-    The ring of a slice is its largest 4-connected piece of wall (myocardium, scar, MVO); a piece holding
-    normal myocardium is wall too (a ring broken by partial volume). Scar in any other piece (a bright blob
-    in the blood pool, the RV or fat) is not myocardial scar.
+    A piece of wall (myocardium, scar, MVO; 8-connected in the slice) is LV wall when it holds normal
+    myocardium or borders the LV cavity: a ring, a ring broken by partial volume, a transmural arc. Scar in
+    any other piece (a bright blob in the blood pool's surroundings, the RV or fat, a slice with scar and
+    nothing else) is not myocardial scar.
     """
+    eight = np.ones((3, 3), bool)
     outside = {}
     for k in range(label.shape[2]):
         plane = label[..., k]
-        pieces, count = ndimage.label(np.isin(plane, LV_WALL))
-        if count <= 1:
+        pieces, count = ndimage.label(np.isin(plane, LV_WALL), structure=eight)
+        if count == 0:
             continue
-        sizes = np.bincount(pieces.ravel())[1:]
-        accepted = {int(np.argmax(sizes)) + 1} | {int(p) for p in np.unique(pieces[plane == MYOCARDIUM]) if p}
+        near_cavity = ndimage.binary_dilation(plane == LV_CAVITY, structure=eight)
+        accepted = {int(p) for p in np.unique(pieces[(plane == MYOCARDIUM) | near_cavity]) if p}
         stray = np.isin(plane, TOTAL_SCAR) & (pieces > 0) & ~np.isin(pieces, list(accepted))
         if stray.any():
             outside[k] = int(stray.sum())
@@ -221,19 +223,27 @@ def build_report(
             "scar is myocardium; correct the label"
         )
         warnings.append({"code": "scar_outside_wall", "message": scar_reason})
-        for field in _SCAR_STUDY_FIELDS:
-            study[field] = None
-            null_reasons.setdefault(field, scar_reason)
+        # The stray voxels are counted as LV wall too, so every wall figure but the cavity's is withheld.
+        for field in STUDY_FIELDS:
+            if field != "lv_cavity_volume_ml":
+                study[field] = None
+                null_reasons.setdefault(field, scar_reason)
 
     if scar_reason is not None:
         grey, grey_reasons = dict.fromkeys(GREY_ZONE_FIELDS), {"grey_zone": scar_reason}
     else:
         grey, grey_reasons = _grey_zone(image, label, voxel_g, lv_voxels)
+        lv_share_reason = null_reasons.get("scar_percent_lv_mass")  # too few slices, no myocardium...
+        if lv_share_reason and grey["percent_lv_mass"] is not None:
+            grey["percent_lv_mass"] = None
+            grey_reasons["grey_zone.percent_lv_mass"] = lv_share_reason
     null_reasons.update(grey_reasons)
 
     centres = short_axis.lv_centres_mm(label, geometry.spacing)
     chords = {k: slice_chords(label[..., k], centre, geometry.spacing) for k, centre in centres.items()}
-    anchor = short_axis.find_anchor(label, geometry, orientation_recorded=facts.orientation_recorded, rv=rv)
+    anchor = short_axis.find_anchor(
+        label, geometry, orientation_recorded=facts.orientation_recorded, rv=rv, orientation_note=facts.orientation_note
+    )
     base = short_axis.find_base_apex(label, geometry, orientation_recorded=facts.orientation_recorded)
     levels: dict[int, str] = {}
     segments_reason = None
@@ -245,7 +255,13 @@ def build_report(
         levels = aha.levels_of_slices(sorted(centres), base.first_slice_is_base)
         if anchor.source is None:
             segments_reason = f"no angular anchor: {anchor.note}"
-    if base.source == "anatomy" and "suspect" in base.note:
+        elif base.header_disagrees:
+            # Even an RV label needs the header to say which end of its arc is anterior.
+            segments_reason = (
+                "the header's slice direction contradicts the LV's taper, so its anterior and septal directions "
+                "are not trusted either"
+            )
+    if base.header_disagrees:
         warnings.append({"code": "orientation_disagrees_with_anatomy", "message": base.note})
     if anchor.source == "patient_orientation":
         warnings.append({"code": "approximate_anchor", "message": anchor.note})

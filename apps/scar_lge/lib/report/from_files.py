@@ -7,7 +7,7 @@ import SimpleITK as sitk
 
 from ..caveats import assess, inversion_recovery
 from ..errors import InputError
-from ..label_io import check_label, header_facts, read_geometry, read_itk, read_voxels
+from ..label_io import Geometry, check_label, header_facts, read_geometry, read_itk, read_voxels
 from ..metrics import scar_quantification
 from .build import build_report
 
@@ -20,12 +20,15 @@ def read_rv_mask(rv_path: str, image_path: str) -> np.ndarray:
     """
     geometry = read_geometry(image_path)
     rv = read_itk(rv_path)
-    if tuple(int(s) for s in rv.GetSize())[:3] != tuple(geometry.size) or not np.allclose(
-        rv.GetSpacing()[:3], geometry.spacing, atol=1e-3
-    ):
+    rv_geometry = Geometry(
+        size=tuple(int(s) for s in rv.GetSize()),
+        spacing=tuple(rv.GetSpacing()),
+        origin=tuple(rv.GetOrigin()),
+        direction=tuple(rv.GetDirection()),
+    )
+    if not rv_geometry.matches(geometry):
         raise InputError(
-            f"the RV label's grid (size {list(rv.GetSize())}, spacing {[round(s, 3) for s in rv.GetSpacing()]}) "
-            f"is not the image's ({geometry.describe()})"
+            f"RV label grid differs from its image: RV {rv_geometry.describe()}, image {geometry.describe()}"
         )
     mask = np.transpose(sitk.GetArrayFromImage(rv), (2, 1, 0)) != 0
     if not mask.any():

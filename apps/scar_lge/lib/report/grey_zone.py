@@ -6,19 +6,21 @@ import numpy as np
 
 from ..constants import MYOCARDIUM, SCAR
 
-# Schmidt et al. (Circulation 2007;115:2006-2014) called myocardium 2-3 SD above remote the grey zone and
-# above 3 SD the core; Yan et al. (Circulation 2006;114:32-39) found a 10 % larger peri-infarct share a
-# mortality hazard ratio of 1.45. SDs above remote, not fractions of the maximum: an LGE magnitude image
-# may carry an offset (the EMIDEC NIfTI samples' normal myocardium sits at 80 % of the scar's maximum),
-# which moves a fraction of the maximum and leaves mean + n SD where it was.
+# Core is labelled scar brighter than remote myocardium's mean + 3 SD; the rest of the labelled scar (MVO
+# excluded) is the grey zone of intermediate enhancement. Thresholds of n SD above remote are the family
+# the SCMR post-processing recommendations list for scar (Schulz-Menger et al., JCMR 2020;22:19). The
+# grey-zone papers used fractions of the scar's maximum instead (Yan et al., Circulation 2006;114:32-39,
+# where a 10 % larger peri-infarct share carried a mortality hazard ratio of 1.45; Schmidt et al.,
+# Circulation 2007), which an intensity offset moves: the EMIDEC NIfTI samples' normal myocardium sits at
+# 80 % of the scar's maximum. Mean + n SD does not move with an offset. The rule is this project's choice.
 CORE_SD = 3.0
 # Fewer remote voxels than this give no mean or SD worth a threshold.
 MIN_REMOTE_VOXELS = 30
 RULE = (
     f"grey zone = labelled scar (MVO excluded) with signal at most {CORE_SD:g} SD above the mean of the "
-    f"normal-labelled (remote) myocardium; core = labelled scar above it, and all MVO (Schmidt et al., "
-    "Circulation 2007: 2-3 SD grey zone, >3 SD core; labelled scar under 2 SD is counted as grey zone, the "
-    "reader having called it scar)"
+    "normal-labelled (remote) myocardium; core = labelled scar above it, and all MVO (this project's rule, "
+    "from the n-SD thresholds of the SCMR post-processing recommendations; the grey-zone studies of Yan et "
+    "al. 2006 and Schmidt et al. 2007 used fractions of the scar's maximum, which an intensity offset moves)"
 )
 
 

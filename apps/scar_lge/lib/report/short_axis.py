@@ -59,6 +59,7 @@ class BaseApex:
     first_slice_is_base: bool | None
     source: str | None  # "anatomy", "patient_orientation" or None
     note: str
+    header_disagrees: bool = False  # the header's slice direction says the opposite of the LV's taper
 
 
 def lv_centres_mm(label: np.ndarray, spacing_mm) -> dict[int, tuple[float, float]]:
@@ -121,7 +122,12 @@ def _circular_mean_deg(angles: list[float]) -> float:
 
 
 def find_anchor(
-    label: np.ndarray, geometry: Geometry, *, orientation_recorded: bool, rv: np.ndarray | None = None
+    label: np.ndarray,
+    geometry: Geometry,
+    *,
+    orientation_recorded: bool,
+    rv: np.ndarray | None = None,
+    orientation_note: str = "",
 ) -> Anchor:
     """The anterior RV insertion: from an RV label when one is given and overlaps the LV slices, else from
     the patient orientation of the header.
@@ -134,14 +140,11 @@ def find_anchor(
         geometry: the study's grid (:func:`lib.label_io.read_geometry`).
         orientation_recorded: whether the header records its orientation (:func:`lib.label_io.header_facts`).
         rv: (x, y, z) boolean RV mask on the same grid, or None.
+        orientation_note: why a header's orientation was not taken as recorded, for the note.
     """
     if not orientation_recorded:
-        return Anchor(
-            None,
-            None,
-            None,
-            "the image header records no patient orientation, so anterior and septal cannot be told apart",
-        )
+        why = orientation_note or "the image header records no patient orientation"
+        return Anchor(None, None, None, f"{why}, so anterior and septal cannot be told apart")
     frame = _patient_frame(geometry)
     if frame is None:
         return Anchor(
@@ -198,9 +201,10 @@ def find_base_apex(label: np.ndarray, geometry: Geometry, *, orientation_recorde
             by_anatomy = False
     if by_anatomy is not None:
         note = "the LV's cross-section shrinks toward the apex"
-        if by_orientation is not None and by_orientation != by_anatomy:
+        disagrees = by_orientation is not None and by_orientation != by_anatomy
+        if disagrees:
             note += "; the header's slice direction says the opposite, so the header's orientation is suspect"
-        return BaseApex(by_anatomy, "anatomy", note)
+        return BaseApex(by_anatomy, "anatomy", note, header_disagrees=disagrees)
     if by_orientation is not None:
         return BaseApex(
             by_orientation,
