@@ -47,15 +47,29 @@ def barrier() -> None:
         dist.barrier()
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum) whose backward all-reduces the gradient: d(sum_r x_r)/dx_r = 1 on every rank, and
+    every rank's loss uses the sum. Written out because ``torch.distributed.nn.functional.all_reduce``, which
+    does this, is deprecated in torch 2 and its replacement is private."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over ranks, differentiable: the gradient of each rank's input is the sum of all ranks' upstream
-    gradients (``torch.distributed.nn``), so a loss computed from pooled sums backpropagates into every rank's
-    own samples. The tensor itself when not distributed."""
-    if not active():
-        return tensor
-    from torch.distributed.nn.functional import all_reduce  # noqa: PLC0415 (needs an initialised group)
-
-    return all_reduce(tensor, op=dist.ReduceOp.SUM)
+    gradients, so a loss computed from pooled sums backpropagates into every rank's own samples. The tensor
+    itself when not distributed."""
+    return _SumOverRanks.apply(tensor) if active() else tensor
 
 
 def mean_over_ranks(value: float) -> float:

@@ -256,7 +256,7 @@ def training_step(
         loc = loc_loss(loc_logits.float(), coarse)
     (seg + 0.5 * loc).backward()
     optimizer.step()
-    return float(seg), float(loc)
+    return float(seg.detach()), float(loc.detach())
 
 
 def train(

@@ -84,6 +84,15 @@ class ModelStore:
         self._checked: tuple[tuple, CheckpointError | None] | None = None
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        # A store handed to a training rank (another process, lib/distributed.py) gets a lock of its own: the
+        # lock orders the threads of one process, and rank 0 alone publishes.
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _path(self, version: str) -> str:
         if version == DEFAULT_VERSION:
             return self.shipped_path

@@ -68,6 +68,8 @@ class ScarSettings:
     val_split: float = 0.2
     mc_samples: int = 8
     reserve_minutes: float = 15.0
+    multi_gpu: bool = True
+    cpu_ranks: int = 1
 
 
 def _flag(conf: dict[str, str], name: str, cast, default, check, allowed: str):
@@ -90,6 +92,9 @@ def _ranged(conf: dict[str, str], name: str, cast, default, bounds: tuple[float,
 # Share of studies held out for validation: enough to judge (publish_gate.MIN_VALIDATION_STUDIES),
 # not so many that little is left to train on.
 VAL_SPLIT_RANGE = (0.05, 0.5)
+# CPU processes that train together (gloo DDP) when training runs on the CPU. More than the cores only
+# slows it down; the point is to run the multi-GPU path where there is no GPU (tests, a CI machine).
+CPU_RANKS_RANGE = (1, 16)
 
 
 def parse_settings(conf: dict[str, str], app_dir: str) -> ScarSettings:
@@ -116,7 +121,14 @@ def parse_settings(conf: dict[str, str], app_dir: str) -> ScarSettings:
             lambda v: 0 <= v < float("inf"),
             "a number of minutes >= 0 (0: no reservations)",
         ),
+        multi_gpu=_flag(conf, "multi_gpu", _boolean, ScarSettings.multi_gpu, lambda v: v is not None, "true or false"),
+        cpu_ranks=_ranged(conf, "cpu_ranks", int, ScarSettings.cpu_ranks, CPU_RANKS_RANGE),
     )
+
+
+def _boolean(raw: str) -> bool | None:
+    """A conf flag's true or false, as MONAI Label spells them; None for anything else."""
+    return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(raw.strip().lower())
 
 
 class ScarConfig(TaskConfig):
@@ -151,7 +163,14 @@ class ScarConfig(TaskConfig):
 
     def trainer(self) -> ScarTrainer:
         s = self.settings
-        return ScarTrainer(self.store, epochs=s.epochs, lr=s.lr, val_split=s.val_split)
+        return ScarTrainer(
+            self.store,
+            epochs=s.epochs,
+            lr=s.lr,
+            val_split=s.val_split,
+            multi_gpu=s.multi_gpu,
+            cpu_ranks=s.cpu_ranks,
+        )
 
     def strategy(self) -> dict:
         al = self.active_learning  # one pool and one set of reservations for all three strategies

@@ -13,6 +13,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.async_tasks.utils import processes, tasks
 
+from .. import distributed
 from ..engine import load_study, train, validate
 from ..errors import InputError
 from ..lifecycle import ParentWatch, in_background_run, progress
@@ -48,13 +49,24 @@ class ScarTrainer(TrainTask):
         lr: float,
         val_split: float,
         batch_size: int = 16,
-        description: str = "Fine-tune the scar model on corrected labels (Dice + KL)",
+        multi_gpu: bool = True,
+        cpu_ranks: int = 1,
+        description: str = "Fine-tune the scar model on corrected labels (Dice + CE)",
     ):
         super().__init__(description)
         self.store = store
         self.stats_path = os.path.join(store.model_dir, "train_stats.json")
         self.val_split = val_split  # the server's: a study's role never changes between runs
         self.defaults = {"max_epochs": epochs, "lr": lr, "batch_size": batch_size}
+        self.multi_gpu = multi_gpu
+        self.cpu_ranks = cpu_ranks
+
+    def ranks(self, device: str) -> int:
+        """How many DDP ranks train: every visible GPU with ``multi_gpu`` (MONAI Label's flag, on by default),
+        ``cpu_ranks`` gloo processes on a CPU, else 1."""
+        if device == "cuda":
+            return max(1, torch.cuda.device_count()) if self.multi_gpu else 1
+        return self.cpu_ranks
 
     def config(self) -> dict[str, Any]:
         return {**self.defaults, "publish": "auto"}
@@ -92,7 +104,12 @@ class ScarTrainer(TrainTask):
         return stats
 
     def _write_stats(self, stats: dict[str, Any]) -> None:
-        write_json_atomic(self.stats_path, stats)
+        if distributed.is_main():
+            write_json_atomic(self.stats_path, stats)
+
+    def _read_stats(self) -> dict[str, Any]:
+        with open(self.stats_path) as f:
+            return json.load(f)
 
     def __call__(self, request: dict, datastore: Datastore) -> dict[str, Any]:
         start = time.time()
@@ -139,12 +156,20 @@ class ScarTrainer(TrainTask):
             "validation_rule": f"a study validates when a hash of its id falls below {self.val_split}; "
             "validation studies are never trained on",
             "device": device,
+            "ranks": self.ranks(device),  # DDP ranks, each with batch_size slices per step
             "history": [],
             "started": now_iso(),
         }
         self._write_stats(stats)
         try:
-            self._fine_tune(network, base, labelled, train_ids, val_ids, opts, device, stats, watch)
+            if stats["ranks"] > 1:
+                # Every rank loads the studies and trains on its shard; rank 0 validates, judges, publishes and
+                # writes train_stats, which this process then reads back.
+                arguments = (self, base, current.path, labelled, train_ids, val_ids, opts, stats)
+                distributed.spawn_ranks(stats["ranks"], device, _fine_tune_rank, *arguments)
+                stats = self._read_stats()
+            else:
+                self._fine_tune(network, base, labelled, train_ids, val_ids, opts, device, stats, watch)
         except BaseException as e:
             stats.update(status="failed", error=f"{type(e).__name__}: {e}", total_time=round(time.time() - start, 2))
             self._write_stats(stats)
@@ -158,8 +183,9 @@ class ScarTrainer(TrainTask):
 
     def _fine_tune(self, network, base, labelled, train_ids, val_ids, opts, device, stats, watch):
         """Load, score the current model, train, score the candidate, and publish through the gate; fills ``stats``."""
-        studies = {i: load_study(*labelled[i], name=i) for i in train_ids + val_ids}
-        val = [studies[i] for i in val_ids]
+        main = distributed.is_main()  # rank 0 (or the only process) validates, judges and publishes
+        studies = {i: load_study(*labelled[i], name=i) for i in (train_ids + val_ids if main else train_ids)}
+        val = [studies[i] for i in val_ids] if main else []
         current_cases = validate(network, val, device) if base and val else None
         if current_cases is not None:
             stats["current_model"] = score_model(current_cases).to_json()
@@ -167,6 +193,8 @@ class ScarTrainer(TrainTask):
         loop_start = time.time()
 
         def on_epoch(epoch: int, record: dict) -> None:
+            if not main:
+                return
             epoch_score = score_model(validate(network, val, device)).score if val else None
             network.train()
             left = (time.time() - loop_start) / (epoch + 1) * (opts.max_epochs - epoch - 1)
@@ -202,6 +230,8 @@ class ScarTrainer(TrainTask):
             on_epoch=on_epoch,
             should_stop=should_stop,
         )
+        if not main:
+            return
         candidate_cases = validate(network, val, device) if val else []
         decision = decide(candidate_cases, current_cases, opts.publish)
         stats.update(
@@ -226,6 +256,22 @@ class ScarTrainer(TrainTask):
         else:
             stats["version"] = base
             stats["best_metric"] = decision.current.score if decision.current else decision.candidate.score
+
+
+def _fine_tune_rank(
+    device: str, trainer: ScarTrainer, base, checkpoint: str, labelled, train_ids, val_ids, opts, stats
+) -> None:
+    """One DDP rank of a run (:func:`lib.distributed.spawn_ranks`): the current model on this rank's device, then
+    :meth:`ScarTrainer._fine_tune` on its shard. Its own :class:`ParentWatch`: the kernel stops this rank when
+    the run's process dies, which the server's end does (so a cancelled run's rank 0 never publishes)."""
+    network = build_network()
+    if base:
+        load_checkpoint(network, checkpoint)
+    network.to(device)
+    start = time.time()
+    trainer._fine_tune(network, base, labelled, train_ids, val_ids, opts, device, stats, ParentWatch())
+    stats["rank0_seconds"] = round(time.time() - start, 2)
+    trainer._write_stats(stats)  # rank 0 only: the outcome the run's process reads back
 
 
 def _mvo_validation(cases: list[dict]) -> dict:
