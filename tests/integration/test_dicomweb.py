@@ -97,6 +97,17 @@ def test_corrected_label_becomes_a_seg_in_orthanc_and_the_newest_wins(server, st
     assert np.array_equal(back, check_label(_nifti(tmp_path, scar_free, sample.affine), str(series_dir)))
 
 
+def _wait_listed(server, uid: str, timeout_s: float = 60.0) -> None:
+    """Until the app lists a series just stored (its listing cache lasts 5 s; a loaded machine takes longer)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        listed = requests.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=60).json()["objects"]
+        if uid in listed:
+            return
+        time.sleep(1)
+    raise TimeoutError(f"series {uid} not listed after {timeout_s:g} s")
+
+
 def _nifti(tmp_path, label, affine) -> str:
     path = tmp_path / "expected.nii.gz"
     nib.save(nib.Nifti1Image(label.astype(np.uint8), affine), str(path))
@@ -236,7 +247,7 @@ def test_a_seg_whose_series_is_gone_is_not_a_label(server, store, tmp_path):
     client = DICOMwebClient(url=store.dicomweb)
     client.store_instances([pydicom.dcmread(p) for p in paths])
     uid = str(pydicom.dcmread(paths[0]).SeriesInstanceUID)
-    time.sleep(6)
+    _wait_listed(server, uid)
     label = np.zeros((64, 64, 5), np.uint8)
     label[20:40, 20:40, :] = MYOCARDIUM
     r = _put_label(server, uid, label, np.diag([1.5, 1.5, 8.0, 1.0]))

@@ -14,14 +14,14 @@ from functools import cached_property
 
 import numpy as np
 import torch
-from monai.data import DataLoader, Dataset, MetaTensor, set_track_meta
+from monai.data import DataLoader, Dataset, IterableDataset, MetaTensor, set_track_meta
 from monai.data.utils import worker_init_fn as monai_worker_init
 from monai.losses import DiceCELoss
 from monai.transforms import Compose
 from monai.utils import set_determinism
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, get_worker_info
 
 from . import distributed
 from .constants import HEART, IMAGE, LABEL, MVO, SCAR_PROBABILITY, TOTAL_SCAR
@@ -83,30 +83,21 @@ def load_study(image, label, name: str = "", affine: np.ndarray | None = None) -
     )
 
 
-class SliceDataset(Dataset):
-    """Training samples: one 2D slice each, cropped around the heart as inference crops it.
+class SliceSampler:
+    """One training sample from one slice of a study, cropped around the heart as inference crops it.
 
     The crop centre is the labelled heart's centre plus a random offset, so the segmenter learns to
     cope with a localiser that misses by a centimetre or two. The localiser sample is the whole slice.
     """
 
-    def __init__(self, studies: Sequence[Study], jitter_vox: float = 8.0):
-        self.studies = list(studies)
-        self.index = [(i, k) for i, s in enumerate(self.studies) for k in range(s.image.shape[-1])]
+    def __init__(self, soft: bool, jitter_vox: float = 8.0):
+        self.soft = soft
         self.jitter_vox = jitter_vox
-        self.soft = any(s.scar_probability is not None for s in self.studies)
-        if self.soft and not all(s.scar_probability is not None for s in self.studies):
-            raise ValueError("either every study carries a scar_probability or none does.")
-        keys = (IMAGE, LABEL, SCAR_PROBABILITY) if self.soft else (IMAGE, LABEL)
+        keys = (IMAGE, LABEL, SCAR_PROBABILITY) if soft else (IMAGE, LABEL)
         self.augment = Compose(augment_slices(keys, soft_keys=(SCAR_PROBABILITY,)))
         self.augment_localiser = Compose(augment_slices(("loc_image", "loc_heart"), image_key="loc_image"))
 
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> dict:
-        s, k = self.index[i]
-        study = self.studies[s]
+    def __call__(self, study: Study, k: int) -> dict:
         slices = study.image.permute(3, 0, 1, 2)  # (D, 1, H, W)
         labels = study.label.permute(3, 0, 1, 2).float()
         offset = np.clip(np.random.normal(0, self.jitter_vox, 2), -2.5 * self.jitter_vox, 2.5 * self.jitter_vox)
@@ -128,6 +119,111 @@ class SliceDataset(Dataset):
         sample = self.augment(sample)
         sample = self.augment_localiser(sample)
         return {key: torch.as_tensor(v).float() for key, v in sample.items()}
+
+
+class SliceDataset(Dataset):
+    """Training samples of studies held in memory, one per slice (:class:`SliceSampler`)."""
+
+    def __init__(self, studies: Sequence[Study], jitter_vox: float = 8.0):
+        self.studies = list(studies)
+        self.index = [(i, k) for i, s in enumerate(self.studies) for k in range(s.image.shape[-1])]
+        soft = any(s.scar_probability is not None for s in self.studies)
+        if soft and not all(s.scar_probability is not None for s in self.studies):
+            raise ValueError("either every study carries a scar_probability or none does.")
+        self.sampler = SliceSampler(soft, jitter_vox)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        s, k = self.index[i]
+        return self.sampler(self.studies[s], k)
+
+
+@dataclass(frozen=True)
+class StudyFile:
+    """A labelled study on disk, and its number of slices (from its header: nothing is loaded to count)."""
+
+    name: str
+    image: str
+    label: str
+    slices: int
+
+    def load(self) -> Study:
+        return load_study(self.image, self.label, name=self.name)
+
+
+class LazyStudies(Sequence):
+    """Studies loaded from disk when asked for and not kept: validation over any number of studies in the
+    memory of one."""
+
+    def __init__(self, files: Sequence[StudyFile]):
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return LazyStudies(self.files[i])
+        return self.files[i].load()
+
+
+# Studies a streaming loader holds at once (per loader worker): enough to mix slices of several hearts
+# in each batch, few enough that memory does not grow with the dataset.
+BUFFER_STUDIES = 8
+
+
+class StreamingSlices(IterableDataset):
+    """Training slices read study by study from disk, at most ``buffer_studies`` studies in memory.
+
+    Each epoch the study order is reshuffled; under DDP each rank takes every R-th study of that order (its
+    own shard; every study when there are fewer studies than ranks), and each loader worker every W-th of
+    the rank's. Slices are drawn at random from the studies in the buffer; a study leaves the buffer when
+    its slices are used and the next one is read. Every rank yields the same number of samples,
+    ``total slices // ranks`` (cycling its shard when short), so the ranks take the same number of steps,
+    which DDP needs. Memory: ``buffer_studies`` studies on the model grid per worker, whatever the number
+    of studies.
+    """
+
+    def __init__(self, files: Sequence[StudyFile], *, buffer_studies: int = BUFFER_STUDIES, seed: int = 0):
+        if not files:
+            raise ValueError("StreamingSlices needs at least one study.")
+        self.files = list(files)
+        self.buffer_studies = buffer_studies
+        self.seed = seed
+        self.epoch = 0  # counted per iteration, in each worker's own copy (persistent workers)
+        self.sampler = SliceSampler(soft=False)
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch."""
+        return sum(f.slices for f in self.files) // distributed.world_size()
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = rng.permutation(len(self.files))
+        mine = order[distributed.rank() :: distributed.world_size()]
+        if mine.size == 0:
+            mine = order
+        quota = len(self)
+        worker = get_worker_info()
+        if worker is not None:
+            mine = mine[worker.id :: worker.num_workers] if mine.size >= worker.num_workers else mine
+            quota = quota // worker.num_workers + (worker.id < quota % worker.num_workers)
+        queue: list[int] = []
+        buffer: list[tuple[Study, list[int]]] = []
+        for _ in range(quota):
+            while len(buffer) < self.buffer_studies and (queue or not buffer):
+                if not queue:
+                    queue = list(rng.permutation(mine))
+                study = self.files[queue.pop()].load()
+                buffer.append((study, list(rng.permutation(study.image.shape[-1]))))
+            j = int(rng.integers(len(buffer)))
+            study, left = buffer[j]
+            yield self.sampler(study, int(left.pop()))
+            if not left:
+                buffer.pop(j)
 
 
 def _slice_worker_init(worker_id: int) -> None:
@@ -261,7 +357,7 @@ def training_step(
 
 def train(
     network: ScarNet,
-    studies: Sequence[Study],
+    studies: Sequence[Study] | StreamingSlices,
     *,
     epochs: int,
     lr: float,
@@ -276,6 +372,9 @@ def train(
     bf16: bool | None = None,
 ) -> list[dict]:
     """Fit localiser and segmenter together; returns one dict of mean losses and seconds per epoch.
+
+    ``studies`` are held in memory (the default-model script's) or streamed from disk
+    (:class:`StreamingSlices`, the train task's: memory bounded whatever the number of studies).
 
     Mixed precision (bf16 autocast) on CUDA; on CPU only when ``bf16`` is True (see
     :func:`cpu_has_bf16_matrix_units`), else fp32. ``cosine_schedule`` decays the learning rate
@@ -301,19 +400,20 @@ def train(
         if cosine_schedule
         else None
     )
-    dataset = SliceDataset(studies)
+    streaming = isinstance(studies, StreamingSlices)
+    dataset = studies if streaming else SliceDataset(studies)
     step: nn.Module = TrainingStep(network)
     sampler = None
     if distributed.active():
         # Every rank trains on its own shard of the slices (reshuffled each epoch, the same partition on all
         # ranks); gradients are averaged across ranks in backward.
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
-        sampler = DistributedSampler(dataset, shuffle=True, seed=seed)
+        sampler = None if streaming else DistributedSampler(dataset, shuffle=True, seed=seed)
     shard = len(sampler) if sampler is not None else len(dataset)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=sampler is None,
+        shuffle=sampler is None and not streaming,
         sampler=sampler,
         num_workers=num_workers,
         drop_last=shard > batch_size,

@@ -14,8 +14,9 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.async_tasks.utils import processes, tasks
 
 from .. import distributed
-from ..engine import load_study, train, validate
+from ..engine import LazyStudies, StreamingSlices, StudyFile, train, validate
 from ..errors import InputError
+from ..label_io import read_geometry
 from ..lifecycle import ParentWatch, in_background_run, progress
 from ..losses import describe_loss
 from ..model import CheckpointError, build_network, default_device, load_checkpoint
@@ -184,8 +185,9 @@ class ScarTrainer(TrainTask):
     def _fine_tune(self, network, base, labelled, train_ids, val_ids, opts, device, stats, watch):
         """Load, score the current model, train, score the candidate, and publish through the gate; fills ``stats``."""
         main = distributed.is_main()  # rank 0 (or the only process) validates, judges and publishes
-        studies = {i: load_study(*labelled[i], name=i) for i in (train_ids + val_ids if main else train_ids)}
-        val = [studies[i] for i in val_ids] if main else []
+        # Studies stream from disk, a few at a time (lib/engine.py): memory does not grow with their number.
+        files = {i: StudyFile(i, *labelled[i], slices=read_geometry(labelled[i][0]).size[2]) for i in train_ids}
+        val = LazyStudies([StudyFile(i, *labelled[i], slices=0) for i in val_ids] if main else [])
         current_cases = validate(network, val, device) if base and val else None
         if current_cases is not None:
             stats["current_model"] = score_model(current_cases).to_json()
@@ -222,7 +224,7 @@ class ScarTrainer(TrainTask):
 
         train(
             network,
-            [studies[i] for i in train_ids],
+            StreamingSlices([files[i] for i in train_ids]),
             epochs=opts.max_epochs,
             lr=opts.lr,
             device=device,
