@@ -49,7 +49,9 @@ def _in_span(phi: np.ndarray, span: tuple[float, float]) -> np.ndarray:
     return (np.mod(phi - lo, 360.0) < (hi - lo)) if hi - lo < 360 else np.ones_like(phi, bool)
 
 
-def make_aha_phantom(insertion_deg: float, septal_sense: int, *, base_first: bool = False, rv: bool = False):
+def make_aha_phantom(
+    insertion_deg: float, septal_sense: int, *, base_first: bool = False, rv: bool = False, spacing=SPACING
+):
     """Noise-free LV whose scar depth per AHA segment is :data:`DEPTH`, with the anchor at ``insertion_deg``.
 
     Apex first by default: with the identity LPS direction of the tests the slices then run superior, from
@@ -58,7 +60,8 @@ def make_aha_phantom(insertion_deg: float, septal_sense: int, *, base_first: boo
     Returns (image, label, rv mask or None, exact scar mass in g, exact grey-zone voxels).
     """
     i, j = np.meshgrid(np.arange(SIZE[0]), np.arange(SIZE[1]), indexing="ij")
-    u, v = i * SPACING[0] - CENTRE_MM[0], j * SPACING[1] - CENTRE_MM[1]
+    centre = (SIZE[0] / 2 * spacing[0], SIZE[1] / 2 * spacing[1])  # the grid's middle, whatever the spacing
+    u, v = i * spacing[0] - centre[0], j * spacing[1] - centre[1]
     radius = np.hypot(u, v)
     phi = np.mod(septal_sense * (np.degrees(np.arctan2(v, u)) - insertion_deg), 360.0)
     label = np.zeros(SIZE, np.uint8)
@@ -80,7 +83,7 @@ def make_aha_phantom(insertion_deg: float, septal_sense: int, *, base_first: boo
             inside = _in_span(phi, SPANS[s])
             plane[wall & inside & (radius < r_in + depth * WALL_MM)] = SCAR
             width = np.radians(SPANS[s][1] - SPANS[s][0])
-            scar_mass += width / 2 * ((r_in + depth * WALL_MM) ** 2 - r_in**2) * SPACING[2] / 1000.0
+            scar_mass += width / 2 * ((r_in + depth * WALL_MM) ** 2 - r_in**2) * spacing[2] / 1000.0
         label[..., k] = plane
         if rv:
             rv_mask[..., k] = (radius > r_out + 2) & (radius < r_out + 14) & _in_span(phi, (0.0, 120.0))
@@ -119,11 +122,12 @@ def _classes(report) -> dict[int, str]:
 EXPECTED_CLASSES = {s: CLASS_OF_DEPTH[d] for s, d in DEPTH.items()}
 
 
-def test_noise_free_phantom_mass_within_2_percent_and_every_segment_class_right():
+@pytest.mark.parametrize("spacing", [SPACING, (1.4, 1.4, 10.0), (0.7, 0.7, 6.0)])
+def test_noise_free_phantom_mass_within_2_percent_and_every_segment_class_right(spacing):
     # Identity LPS: anterior is image angle 270, the septum (patient right) at 180, so the orientation anchor
     # is 240 with the septum at decreasing image angle.
-    image, label, _, scar_mass, grey = make_aha_phantom(240.0, -1)
-    report = _report(label, image=image)
+    image, label, _, scar_mass, grey = make_aha_phantom(240.0, -1, spacing=spacing)
+    report = _report(label, image=image, spacing=spacing)
     assert report["aha"]["anchor"]["source"] == "patient_orientation"
     assert report["aha"]["anchor"]["anterior_insertion_image_deg"] == pytest.approx(240.0, abs=0.1)
     assert report["study"]["scar_mass_g"] == pytest.approx(scar_mass, rel=0.02)
@@ -132,10 +136,12 @@ def test_noise_free_phantom_mass_within_2_percent_and_every_segment_class_right(
         assert segment["transmural_extent_percent"] == pytest.approx(100 * DEPTH[segment["segment"]], abs=6)
     assert report["aha"]["levels"] == {"basal": [6, 7, 8], "mid": [3, 4, 5], "apical": [0, 1, 2]}
     assert report["aha"]["segments_over_50_percent_transmural"] == sum(d > 0.5 for d in DEPTH.values())
-    voxel_g = np.prod(SPACING) / 1000 * MYOCARDIUM_DENSITY_G_PER_ML
+    voxel_g = np.prod(spacing) / 1000 * MYOCARDIUM_DENSITY_G_PER_ML
     assert report["grey_zone"]["mass_g"] == pytest.approx(grey.sum() * voxel_g, abs=0.01)
     assert report["grey_zone"]["remote_sd_signal"] == pytest.approx(10.0, abs=0.1)
-    assert report["slices"][8]["max_transmurality_percent"] == pytest.approx(87.5, abs=6)  # basal: segment 1
+    # Basal slice: segment 1's scar is 87.5 % deep. A single chord's share is only as fine as the pixels (the
+    # 1.25 mm of myocardium left is about one pixel), so the maximum is bounded, not pinned.
+    assert 80 <= report["slices"][8]["max_transmurality_percent"] <= 100
 
 
 def test_rv_label_anchor_is_the_known_insertion_and_places_the_segments():

@@ -82,3 +82,18 @@ def test_more_ranks_than_studies_still_gives_every_rank_its_steps(samples, monke
     monkeypatch.setattr(engine.distributed, "rank", lambda: 3)
     monkeypatch.setattr(engine.distributed, "world_size", lambda: 4)
     assert len(list(StreamingSlices(_files(2), seed=0))) == (5 + 6) // 4
+
+
+def test_a_few_studies_are_read_once_for_all_epochs(samples, monkeypatch):
+    reads = Counter()
+    original = _TinyFile.load
+
+    def counted(self):
+        reads[self.name] += 1
+        return original(self)
+
+    monkeypatch.setattr(_TinyFile, "load", counted)
+    stream = StreamingSlices(_files(5), seed=0)
+    for _ in range(3):
+        assert len(list(stream)) == len(stream)
+    assert set(reads.values()) == {1}

@@ -183,7 +183,8 @@ class StreamingSlices(IterableDataset):
     its slices are used and the next one is read. Every rank yields the same number of samples,
     ``total slices // ranks`` (cycling its shard when short), so the ranks take the same number of steps,
     which DDP needs. Memory: ``buffer_studies`` studies on the model grid per worker, whatever the number
-    of studies.
+    of studies. When a worker's studies all fit in the buffer they stay loaded from one epoch to the next
+    (a fine-tuning run on a few corrected studies reads each once).
     """
 
     def __init__(self, files: Sequence[StudyFile], *, buffer_studies: int = BUFFER_STUDIES, seed: int = 0):
@@ -194,6 +195,7 @@ class StreamingSlices(IterableDataset):
         self.seed = seed
         self.epoch = 0  # counted per iteration, in each worker's own copy (persistent workers)
         self.sampler = SliceSampler(soft=False)
+        self._kept: dict[int, Study] = {}  # a worker's studies, when they all fit in the buffer
 
     def __len__(self) -> int:
         """Samples this rank yields per epoch."""
@@ -211,13 +213,18 @@ class StreamingSlices(IterableDataset):
         if worker is not None:
             mine = mine[worker.id :: worker.num_workers] if mine.size >= worker.num_workers else mine
             quota = quota // worker.num_workers + (worker.id < quota % worker.num_workers)
+        keep = len(mine) <= self.buffer_studies
+        self._kept = {i: study for i, study in self._kept.items() if keep and i in set(mine.tolist())}
         queue: list[int] = []
         buffer: list[tuple[Study, list[int]]] = []
         for _ in range(quota):
             while len(buffer) < self.buffer_studies and (queue or not buffer):
                 if not queue:
                     queue = list(rng.permutation(mine))
-                study = self.files[queue.pop()].load()
+                index = int(queue.pop())
+                study = self._kept.get(index) or self.files[index].load()
+                if keep:
+                    self._kept[index] = study
                 buffer.append((study, list(rng.permutation(study.image.shape[-1]))))
             j = int(rng.integers(len(buffer)))
             study, left = buffer[j]

@@ -11,6 +11,7 @@ from scipy import ndimage
 from torch import nn
 
 from ..constants import IMAGE, LV_WALL, NUM_CLASSES
+from ..engine import cpu_has_bf16_matrix_units
 from ..model import SPEC, crop_at, default_device, enable_mc_dropout, normalise_intensity, with_neighbours
 from ..model_store import CurrentNetwork, ModelStore, ModelVersion
 from ..transforms.pipelines import preprocess
@@ -76,7 +77,10 @@ class MyocardialUncertainty:
         """
         image = self._preprocess({IMAGE: image_path})[IMAGE].as_tensor().to(self.device)  # (1, H, W, D)
         network.eval()
-        with torch.no_grad(), torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=image.is_cuda):
+        # bf16 on GPUs, and on CPUs with AMX tiles, where it scored a study 1.35x faster (0.97 -> 0.72 s, one
+        # thread): a score only ranks studies, and bf16 moved scores less than the dropout draws do.
+        fast = image.is_cuda or (image.device.type == "cpu" and cpu_has_bf16_matrix_units())
+        with torch.no_grad(), torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=fast):
             # The localiser has no dropout: one pass finds the crop every sample would find, and the samples
             # are taken on the crop alone. Outside it every sample says background, so nothing is lost; a
             # whole forward per sample spent a quarter of the time re-locating and pasting.
