@@ -47,8 +47,8 @@ def test_slice_dataset_seeded_runs_repeat():
     def sample():
         np.random.seed(11)
         ds = SliceDataset([study])
-        ds.augment.set_random_state(11)
-        ds.augment_localiser.set_random_state(11)
+        ds.sampler.augment.set_random_state(11)
+        ds.sampler.augment_localiser.set_random_state(11)
         return ds[2]
 
     a, b = sample(), sample()
@@ -62,7 +62,7 @@ def test_a_soft_scar_target_moves_with_its_label_through_augmentation():
     study.scar_probability = (study.label == SCAR).float()
     np.random.seed(4)
     dataset = SliceDataset([study])
-    dataset.augment.set_random_state(4)
+    dataset.sampler.augment.set_random_state(4)
     checked = 0
     for k in range(len(dataset)):
         sample = dataset[k]

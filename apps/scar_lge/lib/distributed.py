@@ -9,6 +9,7 @@ gloo on CPUs (gloo is how the tests run two ranks without a GPU).
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from collections.abc import Callable
@@ -17,6 +18,9 @@ import torch
 import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
+
+
+RANK_TIMEOUT = datetime.timedelta(hours=1)
 
 
 def backend_for(device: str | torch.device) -> str:
@@ -103,7 +107,9 @@ def init_from_torchrun(device: str) -> str:
             )
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
-    dist.init_process_group(backend_for(device))
+    # An hour, not NCCL's 10 minutes: rank 0 validates (and the script scores its held-out exams) while
+    # the other ranks wait at the next collective.
+    dist.init_process_group(backend_for(device), timeout=RANK_TIMEOUT)
     logger.info("rank %d of %d on %s (%s)", dist.get_rank(), dist.get_world_size(), device, dist.get_backend())
     return device
 
@@ -117,7 +123,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_entry(local_rank: int, world: int, port: int, device: str, fn: Callable, args: tuple) -> None:
+def _rank_entry(local_rank: int, world: int, port: int, device: str, parent: int, fn: Callable, args: tuple) -> None:
+    # First of all: die with the process that spawned this rank (a cancelled run must not leave ranks that
+    # go on and publish), and stop now if it is already gone.
+    from .lifecycle import stop_with_parent  # noqa: PLC0415 (lifecycle imports MONAI Label's task utilities)
+
+    stop_with_parent()
+    if os.getppid() != parent:
+        raise RuntimeError("the process that started this rank is gone")
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank))
     os.environ.update(WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank))
     rank_device = init_from_torchrun(device)
@@ -134,4 +147,6 @@ def spawn_ranks(world: int, device: str, fn: Callable, *args) -> None:
     forked child of a process that touched it), so ``fn`` and ``args`` must be picklable. The rendezvous is
     on the loopback only. Raises if any rank fails (``torch.multiprocessing.ProcessRaisedException``).
     """
-    torch.multiprocessing.spawn(_rank_entry, args=(world, free_port(), device, fn, args), nprocs=world, join=True)
+    torch.multiprocessing.spawn(
+        _rank_entry, args=(world, free_port(), device, os.getpid(), fn, args), nprocs=world, join=True
+    )

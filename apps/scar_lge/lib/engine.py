@@ -177,14 +177,16 @@ BUFFER_STUDIES = 8
 class StreamingSlices(IterableDataset):
     """Training slices read study by study from disk, at most ``buffer_studies`` studies in memory.
 
-    Each epoch the study order is reshuffled; under DDP each rank takes every R-th study of that order (its
-    own shard; every study when there are fewer studies than ranks), and each loader worker every W-th of
-    the rank's. Slices are drawn at random from the studies in the buffer; a study leaves the buffer when
-    its slices are used and the next one is read. Every rank yields the same number of samples,
-    ``total slices // ranks`` (cycling its shard when short), so the ranks take the same number of steps,
-    which DDP needs. Memory: ``buffer_studies`` studies on the model grid per worker, whatever the number
-    of studies. When a worker's studies all fit in the buffer they stay loaded from one epoch to the next
-    (a fine-tuning run on a few corrected studies reads each once).
+    Each epoch the study order is reshuffled; under DDP the studies are dealt into one shard per rank
+    balanced by slice count (every study to each rank when there are fewer studies than ranks), and a
+    rank's shard likewise into one per loader worker. Slices are drawn at random from the studies in the
+    buffer; a study leaves the buffer when its slices are used and the next one is read. Every rank yields
+    ``total slices // ranks`` samples, so the ranks take the same number of steps, which DDP needs: with
+    one rank and one worker that is every slice once per epoch; with several, a shard a few slices larger
+    or smaller than its quota skips or repeats those few. Memory: ``buffer_studies`` studies on the model
+    grid per worker (plus the one being read), whatever the number of studies. When a worker's studies all
+    fit in the buffer they stay loaded from one epoch to the next: a fine-tuning run on a few corrected
+    studies reads each once (on one rank; under DDP the shards change from epoch to epoch).
     """
 
     def __init__(self, files: Sequence[StudyFile], *, buffer_studies: int = BUFFER_STUDIES, seed: int = 0):
@@ -201,18 +203,33 @@ class StreamingSlices(IterableDataset):
         """Samples this rank yields per epoch."""
         return sum(f.slices for f in self.files) // distributed.world_size()
 
+    def _balanced(self, order: np.ndarray, parts: int, part: int) -> np.ndarray:
+        """The ``part``-th of ``parts`` shards of the studies in ``order``, dealt so that the shards' slice
+        counts differ by at most one study's: each study goes to the shard with the fewest slices so far."""
+        if parts == 1:
+            return order
+        if order.size < parts:
+            return order  # fewer studies than shards: every shard reads them all
+        totals = np.zeros(parts, int)
+        shards: list[list[int]] = [[] for _ in range(parts)]
+        for index in order:
+            target = int(np.argmin(totals))
+            shards[target].append(int(index))
+            totals[target] += self.files[index].slices
+        return np.asarray(shards[part], int)
+
     def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
+        epoch = self.epoch
         self.epoch += 1
-        order = rng.permutation(len(self.files))
-        mine = order[distributed.rank() :: distributed.world_size()]
-        if mine.size == 0:
-            mine = order
-        quota = len(self)
+        rank, ranks = distributed.rank(), distributed.world_size()
         worker = get_worker_info()
-        if worker is not None:
-            mine = mine[worker.id :: worker.num_workers] if mine.size >= worker.num_workers else mine
-            quota = quota // worker.num_workers + (worker.id < quota % worker.num_workers)
+        worker_id, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        # One order of studies for all ranks and workers (the shards must agree); draws within a shard are
+        # each worker's own, so no two workers yield the same sequence.
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.files))
+        mine = self._balanced(self._balanced(order, ranks, rank), workers, worker_id)
+        rng = np.random.default_rng([self.seed, epoch, rank, worker_id])
+        quota = len(self) // workers + (worker_id < len(self) % workers)
         keep = len(mine) <= self.buffer_studies
         self._kept = {i: study for i, study in self._kept.items() if keep and i in set(mine.tolist())}
         queue: list[int] = []
@@ -227,10 +244,11 @@ class StreamingSlices(IterableDataset):
                     self._kept[index] = study
                 buffer.append((study, list(rng.permutation(study.image.shape[-1]))))
             j = int(rng.integers(len(buffer)))
-            study, left = buffer[j]
-            yield self.sampler(study, int(left.pop()))
+            picked, left = buffer[j]
+            yield self.sampler(picked, int(left.pop()))
             if not left:
                 buffer.pop(j)
+            del picked  # the buffer holds the only reference: a finished study is freed at once
 
 
 def _slice_worker_init(worker_id: int) -> None:

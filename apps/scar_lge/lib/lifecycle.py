@@ -30,6 +30,14 @@ def in_background_run() -> bool:
     return getattr(spec, "name", "") == "monailabel.interfaces.utils.app"
 
 
+def stop_with_parent() -> None:
+    """Ask the kernel to send this process SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: ParentWatch's pid check still works
+        logger.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+
+
 class ParentWatch:
     """In a background run: notices when the server process that started it has gone.
 
@@ -41,12 +49,8 @@ class ParentWatch:
     def __init__(self):
         self.parent_pid = os.getppid()
         self.active = in_background_run()
-        if not self.active:
-            return
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        except (OSError, AttributeError):  # not Linux: the pid check below still works
-            logger.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+        if self.active:
+            stop_with_parent()
 
     def parent_gone(self) -> bool:
         """True once the starting process has exited (the child was re-parented)."""

@@ -87,11 +87,13 @@ class ModelStore:
     def __getstate__(self) -> dict:
         # A store handed to a training rank (another process, lib/distributed.py) gets a lock of its own: the
         # lock orders the threads of one process, and rank 0 alone publishes.
-        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+        # Nor is the last check carried over: it may hold a CheckpointError, which does not unpickle.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_checked")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._checked = None
 
     def _path(self, version: str) -> str:
         if version == DEFAULT_VERSION:

@@ -257,7 +257,8 @@ def read_cv_results(folder: Path, folds: int) -> list[dict]:
 if __name__ == "__main__":
     try:
         main()
+        distributed.barrier()  # on success only: no rank tears the group down while rank 0 still writes
     finally:
+        # A rank that failed leaves at once (no barrier it would wait at): torchrun then stops the others.
         if distributed.active():
-            distributed.barrier()  # no rank tears the group down while another still uses it
             torch.distributed.destroy_process_group()

@@ -82,8 +82,10 @@ class MyocardialUncertainty:
         fast = image.is_cuda or (image.device.type == "cpu" and cpu_has_bf16_matrix_units())
         with torch.no_grad(), torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=fast):
             # The localiser has no dropout: one pass finds the crop every sample would find, and the samples
-            # are taken on the crop alone. Outside it every sample says background, so nothing is lost; a
-            # whole forward per sample spent a quarter of the time re-locating and pasting.
+            # are taken on the crop alone (outside it every sample says background). The score is the
+            # same as over the whole image unless the dilated wall reaches the crop's edge, where the
+            # whole-image score also averaged in the zeros beyond it; a whole forward per sample spent
+            # a quarter of the time re-locating and pasting.
             center, _ = network.locate(image)
             crops = with_neighbours(normalise_intensity(crop_at(image.permute(3, 0, 1, 2), center, SPEC.roi_size_vox)))
             enable_mc_dropout(network)

@@ -142,7 +142,9 @@ class ScarTrainer(TrainTask):
                 raise  # a model exists but is unusable: never silently start over
             base = None
             progress.info("no current model (%s): training from scratch", e.reason)
-        network.to(device)
+        ranks = self.ranks(device)
+        if ranks == 1:
+            network.to(device)  # with several ranks, each loads its own copy on its own device
 
         stats: dict[str, Any] = {
             "status": "running",
@@ -157,7 +159,7 @@ class ScarTrainer(TrainTask):
             "validation_rule": f"a study validates when a hash of its id falls below {self.val_split}; "
             "validation studies are never trained on",
             "device": device,
-            "ranks": self.ranks(device),  # DDP ranks, each with batch_size slices per step
+            "ranks": ranks,  # DDP ranks, each with batch_size slices per step
             "history": [],
             "started": now_iso(),
         }
@@ -172,6 +174,13 @@ class ScarTrainer(TrainTask):
             else:
                 self._fine_tune(network, base, labelled, train_ids, val_ids, opts, device, stats, watch)
         except BaseException as e:
+            if ranks > 1:
+                stats = self._read_stats()  # rank 0's record (history, scores), not this process's copy
+                if stats.get("status") == "finished":
+                    # Rank 0 had judged (and maybe published) when another rank failed on its way out.
+                    stats["error_after_finish"] = f"{type(e).__name__}: {e}"
+                    self._write_stats(stats)
+                    return {k: stats.get(k) for k in ("status", "published", "version", "reason", "total_time")}
             stats.update(status="failed", error=f"{type(e).__name__}: {e}", total_time=round(time.time() - start, 2))
             self._write_stats(stats)
             raise
