@@ -39,6 +39,16 @@ class Geometry:
             and np.allclose(self.direction, other.direction, atol=GEOMETRY_TOLERANCE)
         )
 
+    @classmethod
+    def of(cls, image: sitk.Image) -> Geometry:
+        """The grid of an image as ITK read it, all of its dimensions."""
+        return cls(
+            size=tuple(int(s) for s in image.GetSize()),
+            spacing=tuple(image.GetSpacing()),
+            origin=tuple(image.GetOrigin()),
+            direction=tuple(image.GetDirection()),
+        )
+
     def describe(self) -> str:
         spacing = ", ".join(f"{s:.3f}" for s in self.spacing)
         origin = ", ".join(f"{o:.2f}" for o in self.origin)
@@ -129,6 +139,22 @@ def read_voxels(path: str) -> np.ndarray:
     return np.transpose(values, (2, 1, 0)).astype(np.float32)
 
 
+def read_on_grid(path: str, image_path: str, what: str = "label") -> sitk.Image:
+    """Read a file that must lie on exactly ``image_path``'s grid (a label, an RV mask).
+
+    Raises:
+        InputError: unreadable, or its grid (size, spacing, origin, direction) is not the image's.
+    """
+    image_geometry = read_geometry(image_path)
+    volume = read_itk(path)
+    geometry = Geometry.of(volume)
+    if not geometry.matches(image_geometry):
+        raise InputError(
+            f"{what} grid differs from its image: {what} {geometry.describe()}, image {image_geometry.describe()}"
+        )
+    return volume
+
+
 def check_label(label_path: str, image_path: str) -> np.ndarray:
     """Check an uploaded label against its study; return its values as (x, y, z) uint8.
 
@@ -136,20 +162,7 @@ def check_label(label_path: str, image_path: str) -> np.ndarray:
         InputError: unreadable or empty file, a grid that differs from the image's, values outside the
             EMIDEC classes 0-4, or non-integer values.
     """
-    image_geometry = read_geometry(image_path)
-    label = read_itk(label_path)
-    size = tuple(int(s) for s in label.GetSize())
-    label_geometry = Geometry(
-        size=size,
-        spacing=tuple(label.GetSpacing()),
-        origin=tuple(label.GetOrigin()),
-        direction=tuple(label.GetDirection()),
-    )
-    if not label_geometry.matches(image_geometry):
-        raise InputError(
-            f"label grid differs from its image: label {label_geometry.describe()}, image {image_geometry.describe()}"
-        )
-    values = sitk.GetArrayFromImage(label)
+    values = sitk.GetArrayFromImage(read_on_grid(label_path, image_path))
     if not np.all(np.isfinite(values)) or not np.all(np.equal(np.mod(values, 1), 0)):
         raise InputError("label values must be whole numbers (EMIDEC classes 0-4)")
     found = np.unique(values)

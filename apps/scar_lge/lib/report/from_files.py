@@ -7,7 +7,7 @@ import SimpleITK as sitk
 
 from ..caveats import assess, inversion_recovery
 from ..errors import InputError
-from ..label_io import Geometry, check_label, header_facts, read_geometry, read_itk, read_voxels
+from ..label_io import check_label, header_facts, read_geometry, read_on_grid, read_voxels
 from ..metrics import scar_quantification
 from .build import build_report
 
@@ -18,18 +18,7 @@ def read_rv_mask(rv_path: str, image_path: str) -> np.ndarray:
     Raises:
         InputError: unreadable, another grid, or no RV voxel at all.
     """
-    geometry = read_geometry(image_path)
-    rv = read_itk(rv_path)
-    rv_geometry = Geometry(
-        size=tuple(int(s) for s in rv.GetSize()),
-        spacing=tuple(rv.GetSpacing()),
-        origin=tuple(rv.GetOrigin()),
-        direction=tuple(rv.GetDirection()),
-    )
-    if not rv_geometry.matches(geometry):
-        raise InputError(
-            f"RV label grid differs from its image: RV {rv_geometry.describe()}, image {geometry.describe()}"
-        )
+    rv = read_on_grid(rv_path, image_path, what="RV label")
     mask = np.transpose(sitk.GetArrayFromImage(rv), (2, 1, 0)) != 0
     if not mask.any():
         raise InputError("the RV label has no non-zero voxel")
