@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -34,16 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "apps" / "scar_lge"
 sys.path.insert(0, str(APP_DIR))
 
+from bench_server import device_name  # noqa: E402
+
 SEED_BASE = 20_000  # far from sample data (0-99) and the default model's training phantoms (10 000 on)
-
-
-def _device_name(device: str) -> str:
-    import psutil
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.processor() or platform.machine()}, {psutil.cpu_count()} cores)"
 
 
 def _peak_rss_mb() -> float:
@@ -168,7 +160,7 @@ def main() -> None:
     else:
         generated_s = None
     report = {
-        "device": _device_name(device),
+        "device": device_name(device),
         "torch_threads": torch.get_num_threads(),
         "studies": args.studies,
         "labelled": args.labelled,

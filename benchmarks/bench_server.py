@@ -36,6 +36,13 @@ from local_server import SAMPLE_DATA, Server, run_training  # noqa: E402
 from lib.phantoms import make_phantom  # noqa: E402
 
 
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU and its core count: printed with every figure."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {psutil.cpu_count()} cores)"
+
+
 class PeakMemory:
     """Samples the resident memory of the server and, separately, of its training process, every 50 ms.
 
@@ -122,13 +129,8 @@ def main() -> None:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    device = (
-        torch.cuda.get_device_name(0)
-        if torch.cuda.is_available()
-        else f"CPU ({platform.processor() or platform.machine()}, {psutil.cpu_count()} cores)"
-    )
     figures = {
-        "device": device,
+        "device": device_name("cuda" if torch.cuda.is_available() else "cpu"),
         "torch_threads": torch.get_num_threads(),
         "infer_study": "256x256x10, 1.4 mm in-plane, 10 mm slices",
         "infer_repeats": args.repeats,

@@ -20,6 +20,7 @@ from dicomweb_client import DICOMwebClient
 from lib.constants import MYOCARDIUM, SCAR
 from lib.dicom_io import write_dicom_series
 from lib.dicom_seg import read_series, seg_to_label
+from lib.dicomweb_datastore import LISTING_TTL_S
 from lib.label_io import check_label, read_geometry
 from lib.orthanc import start_orthanc
 from tests.conftest import SAMPLE_DATA
@@ -150,7 +151,7 @@ def test_orthanc_stopped_answers_503_and_the_app_recovers(server, store):
     folder, port = store.folder, store.port
     store.stop()
     try:
-        time.sleep(6)  # past the listing cache
+        time.sleep(LISTING_TTL_S + 1)  # past the listing cache
         r = requests.post(f"{server.url}/activelearning/random", json={}, timeout=120)
         assert r.status_code == 503, r.text
         assert "unreachable" in r.json()["detail"]
@@ -226,7 +227,7 @@ def test_the_same_label_saved_twice_at_once_leaves_one_consistent_label(server, 
     assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
     segs = _segs_of(store, uid)
     assert len(segs) == segs_before + 2  # both kept in the store, none lost
-    time.sleep(6)  # past the listing cache
+    time.sleep(LISTING_TTL_S + 1)  # past the listing cache
     r = requests.get(f"{server.url}/datastore/label", params={"label": uid, "tag": "final"}, timeout=60)
     assert r.status_code == 200, r.text
     (tmp_path / "back.nii.gz").write_bytes(r.content)
@@ -255,7 +256,7 @@ def test_a_seg_whose_series_is_gone_is_not_a_label(server, store, tmp_path):
     # The series is deleted from the store (Orthanc's REST API), its SEG stays behind.
     orthanc_id = requests.post(f"{store.url}/tools/lookup", data=uid, timeout=30).json()[0]["ID"]
     assert requests.delete(f"{store.url}/series/{orthanc_id}", timeout=30).status_code == 200
-    time.sleep(6)
+    time.sleep(LISTING_TTL_S + 1)
     r = requests.get(f"{server.url}/datastore/label", params={"label": uid, "tag": "final"}, timeout=60)
     assert r.status_code == 404 and "no such series" in r.json()["detail"]
     pairs = requests.get(f"{server.url}/datastore/", params={"output": "train"}, timeout=120).json()
@@ -280,7 +281,7 @@ def test_a_seg_from_the_unfixed_ohif_is_refused_with_the_reason(server, store, t
     seg = label_to_seg(label, read_series(str(series_dir)), geometry, software_version="0")
     seg.Manufacturer = seg.ManufacturerModelName = "Unspecified"  # dcmjs's defaults, as that OHIF writes
     client.store_instances([seg])
-    time.sleep(6)  # past the app's listing cache
+    time.sleep(LISTING_TTL_S + 1)  # past the app's listing cache
     r = requests.get(f"{server.url}/datastore/label", params={"label": uid, "tag": "final"}, timeout=60)
     assert r.status_code == 422, r.text
     assert "unfixed OHIF" in r.json()["detail"]

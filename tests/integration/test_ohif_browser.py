@@ -21,6 +21,7 @@ import pytest
 import requests
 from dicomweb_client import DICOMwebClient
 
+from lib.dicomweb_datastore import LISTING_TTL_S
 from tests.conftest import SAMPLE_DATA
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -201,7 +202,7 @@ def test_segmentation_mode_paints_and_exports_a_seg_to_orthanc(browser, server, 
 
     # The app reads the newest SEG as the series' label: the label it had, plus the painted scar, on
     # the slice that was on screen (the bundled OHIF put it on the mirror-image slice; served fixed).
-    time.sleep(6)  # past the app's listing cache
+    time.sleep(LISTING_TTL_S + 1)  # past the app's listing cache
     r = requests.get(f"{server.url}/datastore/label", params={"label": series, "tag": "final"}, timeout=120)
     assert r.status_code == 200, r.text
     (tmp_path / "label.nii.gz").write_bytes(r.content)

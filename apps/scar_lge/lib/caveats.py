@@ -52,15 +52,16 @@ WARNING_CODES: dict[str, str] = {
     ),
 }
 
-# Figures of the dict made by lib.metrics.scar_quantification, grouped by what each rule withholds.
+# Figures of the dict made by lib.metrics.scar_quantification, grouped by what each rule withholds;
+# FIGURES is all of them (the clinical report's study figures too).
 _LV_FIGURES = ("lv_cavity_volume_ml", "lv_myocardial_volume_ml", "lv_myocardial_mass_g")
 _PERCENT_FIGURES = ("scar_percent_lv_mass", "mvo_percent_lv_mass")
 _SCAR_FIGURES = ("scar_volume_ml", "scar_mass_g", "scar_percent_lv_mass", "scar_slices")
 _MVO_FIGURES = ("mvo_volume_ml", "mvo_mass_g", "mvo_percent_lv_mass")
-_ALL_FIGURES = tuple(dict.fromkeys(_LV_FIGURES + _SCAR_FIGURES + _MVO_FIGURES))
+FIGURES = tuple(dict.fromkeys(_LV_FIGURES + _SCAR_FIGURES + _MVO_FIGURES))
 _SLICE_AREAS = ("scar_area_mm2", "mvo_area_mm2", "lv_wall_area_mm2")
 # Figures in physical units: meaningless without a recorded spacing. Percentages are voxel-count ratios.
-_PHYSICAL_FIGURES = tuple(f for f in _ALL_FIGURES if f not in _PERCENT_FIGURES and f != "scar_slices")
+_PHYSICAL_FIGURES = tuple(f for f in FIGURES if f not in _PERCENT_FIGURES and f != "scar_slices")
 # null_reasons key of a per-slice field, which is withheld on every slice at once.
 PER_SLICE_PREFIX = "per_slice."
 
@@ -195,7 +196,7 @@ def assess(
     Raises:
         ValueError: if ``figures`` lacks a figure of ``scar_quantification``.
     """
-    missing = [k for k in (*_ALL_FIGURES, "per_slice") if k not in figures]
+    missing = [k for k in (*FIGURES, "per_slice") if k not in figures]
     if missing:
         raise ValueError(f"figures must be the dict of scar_quantification; missing {missing}.")
     out = copy.deepcopy(figures)
@@ -217,7 +218,7 @@ def assess(
     if not heart_found:
         warn("no_heart_found", WARNING_CODES["no_heart_found"])
         withhold(
-            _ALL_FIGURES,
+            FIGURES,
             _SLICE_AREAS,
             "no heart found by the localiser; the segmentation of the image centre is not a measurement",
         )

@@ -13,7 +13,7 @@ from monailabel.datastore.local import LocalDatastore
 
 from .dicom_zip import unpack_dicom_zip
 from .errors import InputError, as_http
-from .label_io import check_label, read_geometry, write_label_like
+from .label_io import NIFTI_SUFFIXES, check_label, read_geometry, write_label_like
 from .names import check_name, discard_upload, is_name, resolve_inside
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class ScarDatastore(LocalDatastore):
         self, image_id: str, image_path: str, label_xyz, label_tag: str, label_info: dict[str, Any]
     ) -> str:
         """Store a label already checked against its study (:func:`check_label`), on the study's own header."""
-        suffix = ".nii.gz" if image_path.endswith((".nii", ".nii.gz")) or os.path.isdir(image_path) else ".nrrd"
+        suffix = ".nii.gz" if image_path.endswith(NIFTI_SUFFIXES) or os.path.isdir(image_path) else ".nrrd"
         self._writable("labels", label_tag, f"{image_id}{suffix}")
         with tempfile.TemporaryDirectory() as tmp:
             clean = write_label_like(label_xyz, image_path, os.path.join(tmp, f"label{suffix}"))

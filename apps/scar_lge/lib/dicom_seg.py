@@ -25,6 +25,7 @@ from skimage.color import rgb2lab
 from .constants import LABELS, LV_CAVITY, MVO, MYOCARDIUM, SCAR
 from .errors import InputError
 from .label_io import Geometry
+from .metrics import dice
 
 logger = logging.getLogger(__name__)
 
@@ -346,9 +347,5 @@ def reversed_slices_suspected(label: np.ndarray, previous: np.ndarray, margin: f
     """
     if label.shape != previous.shape or label.shape[2] < 2 or not previous.any() or not label.any():
         return False
-
-    def dice(a: np.ndarray, b: np.ndarray) -> float:
-        a, b = a > 0, b > 0
-        return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
-
-    return dice(label[:, :, ::-1], previous) - dice(label, previous) > margin
+    heart, base = label > 0, previous > 0
+    return dice(heart[:, :, ::-1], base) - dice(heart, base) > margin

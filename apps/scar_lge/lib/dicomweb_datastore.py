@@ -101,6 +101,7 @@ class ScarDICOMwebDatastore(ScarDatastore):
         os.makedirs(mirror, exist_ok=True)
         self._lock = threading.RLock()  # one download or save of a series at a time
         self._listing: TTLCache = TTLCache(maxsize=8, ttl=LISTING_TTL_S)
+        self._listing_lock = threading.Lock()  # TTLCache is not thread-safe; pool threads list at once
         self._seg_problems: dict[str, tuple[str, str]] = {}  # series -> (newest SEG, why it is not its label)
         super().__init__(mirror, auto_reload=False)
 
@@ -124,12 +125,18 @@ class ScarDICOMwebDatastore(ScarDatastore):
             ) from e
 
     def _cached(self, key: str, fetch: Callable[[], T]) -> T:
-        if key not in self._listing:
-            self._listing[key] = fetch()
-        return self._listing[key]
+        # One read: between a membership test and a second read the entry may expire (KeyError).
+        with self._listing_lock:
+            value = self._listing.get(key)
+        if value is None:
+            value = fetch()
+            with self._listing_lock:
+                self._listing[key] = value
+        return value
 
     def _forget_listings(self) -> None:
-        self._listing.clear()
+        with self._listing_lock:
+            self._listing.clear()
 
     def remote_series(self) -> dict[str, dict]:
         """SeriesInstanceUID -> QIDO attributes of every MR series in the store."""

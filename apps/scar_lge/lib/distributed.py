@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
+from torch.distributed.elastic.utils.distributed import get_free_port
 
 logger = logging.getLogger(__name__)
 
@@ -114,15 +115,6 @@ def init_from_torchrun(device: str) -> str:
     return device
 
 
-def free_port() -> int:
-    """A TCP port free on the loopback now, for the ranks' rendezvous."""
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_entry(local_rank: int, world: int, port: int, device: str, parent: int, fn: Callable, args: tuple) -> None:
     # First of all: die with the process that spawned this rank (a cancelled run must not leave ranks that
     # go on and publish), and stop now if it is already gone.
@@ -148,5 +140,5 @@ def spawn_ranks(world: int, device: str, fn: Callable, *args) -> None:
     on the loopback only. Raises if any rank fails (``torch.multiprocessing.ProcessRaisedException``).
     """
     torch.multiprocessing.spawn(
-        _rank_entry, args=(world, free_port(), device, os.getpid(), fn, args), nprocs=world, join=True
+        _rank_entry, args=(world, get_free_port(), device, os.getpid(), fn, args), nprocs=world, join=True
     )

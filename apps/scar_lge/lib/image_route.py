@@ -17,7 +17,6 @@ from urllib.parse import quote
 import SimpleITK as sitk
 from fastapi import BackgroundTasks, Depends, HTTPException
 from fastapi.responses import FileResponse
-from fastapi.routing import APIRoute
 from monailabel.config import settings
 from monailabel.endpoints import activelearning as activelearning_endpoints
 from monailabel.endpoints import datastore as datastore_endpoints
@@ -28,6 +27,7 @@ from monailabel.utils.others.generic import get_mime_type
 
 from .errors import InputError, as_http
 from .label_io import read_itk
+from .route_swap import replace_route
 
 
 def download_name(image_id: str, uri: str) -> str:
@@ -60,18 +60,7 @@ def api_download_image(
 
 def replace_download_route() -> None:
     """Put :func:`api_download_image` in place of MONAI Label's ``GET /datastore/image``."""
-    router = datastore_endpoints.router
-    old = [
-        r
-        for r in router.routes
-        if isinstance(r, APIRoute) and r.path == f"{router.prefix}/image" and "GET" in r.methods
-    ]
-    if len(old) != 1:
-        raise RuntimeError(
-            f"MONAI Label's datastore router has {len(old)} GET /image routes; is this MONAI Label 0.8.5?"
-        )
-    router.add_api_route("/image", api_download_image, methods=["GET"], summary=old[0].summary)
-    router.routes.remove(old[0])
+    replace_route(datastore_endpoints.router, "/image", "GET", api_download_image)
 
 
 def api_sample(
@@ -91,9 +80,4 @@ def api_sample(
 
 def replace_sample_route() -> None:
     """Put :func:`api_sample` in place of MONAI Label's ``POST /activelearning/{strategy}``."""
-    router = activelearning_endpoints.router
-    old = [r for r in router.routes if isinstance(r, APIRoute) and r.path == f"{router.prefix}/{{strategy}}"]
-    if len(old) != 1:
-        raise RuntimeError(f"MONAI Label's activelearning router has {len(old)} strategy routes; is this 0.8.5?")
-    router.add_api_route("/{strategy}", api_sample, methods=["POST"], summary=old[0].summary)
-    router.routes.remove(old[0])
+    replace_route(activelearning_endpoints.router, "/{strategy}", "POST", api_sample)

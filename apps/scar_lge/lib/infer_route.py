@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 
 from fastapi import BackgroundTasks, Depends, File, Form, HTTPException, UploadFile
-from fastapi.routing import APIRoute
 from monailabel.config import settings
 from monailabel.endpoints import infer as infer_endpoints
 from monailabel.endpoints.infer import ResultType, run_inference
 from monailabel.endpoints.user.auth import RBAC, User
 
+from .route_swap import replace_route
+
 # Request keys that name server files or sessions: only the endpoint itself may set them.
 PATH_KEYS = ("image", "image_id", "label", "session", "session_id", "image_path", "model_filename", "bundle_path")
-PATH = "/infer/{model}"
 
 
 def checked_params(params: str) -> str:
@@ -56,17 +56,5 @@ async def api_run_inference(
 
 
 def replace_infer_route() -> None:
-    """Put :func:`api_run_inference` in place of MONAI Label's ``POST /infer/{model}``, same path and docs.
-
-    Done on MONAI Label's infer router before the server starts; the app includes that router, so
-    the replacement is what it serves.
-    """
-    router = infer_endpoints.router
-    old = [r for r in router.routes if isinstance(r, APIRoute) and r.path == f"{router.prefix}/{{model}}"]
-    old = [r for r in old if "POST" in r.methods]
-    if len(old) != 1:
-        raise RuntimeError(f"MONAI Label's infer router has {len(old)} POST {PATH} routes; is this MONAI Label 0.8.5?")
-    router.add_api_route(
-        "/{model}", api_run_inference, methods=["POST"], summary=old[0].summary, openapi_extra=old[0].openapi_extra
-    )
-    router.routes.remove(old[0])
+    """Put :func:`api_run_inference` in place of MONAI Label's ``POST /infer/{model}``, same path and docs."""
+    replace_route(infer_endpoints.router, "/{model}", "POST", api_run_inference)

@@ -18,9 +18,8 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 
 from .errors import InputError, as_http
-from .label_io import read_voxels
 from .report.figures import save_bullseye, save_pdf
-from .report.from_files import report_from_files
+from .report.from_files import read_study, report_of
 
 
 class ReportFormat(str, Enum):
@@ -44,7 +43,8 @@ def api_report(
     if not label_uri or not os.path.exists(label_uri):
         raise HTTPException(status_code=404, detail=f"study '{image}' has no '{tag}' label to report on")
     try:
-        report, label = report_from_files(image_uri, label_uri)
+        study = read_study(image_uri, label_uri)
+        report = report_of(study)
         if output == ReportFormat.json:
             return report
         out = tempfile.NamedTemporaryFile(suffix=f".{output.value}", delete=False).name
@@ -52,7 +52,7 @@ def api_report(
         if output == ReportFormat.png:
             save_bullseye(report, out)
             return FileResponse(out, media_type="image/png", filename=f"{image}-bullseye.png")
-        save_pdf(report, read_voxels(image_uri), label, out, title=image)
+        save_pdf(report, study.image, study.label, out, title=image)
         return FileResponse(out, media_type="application/pdf", filename=f"{image}-report.pdf")
     except InputError as e:
         raise as_http(e, f"no report for '{image}' ({tag})") from e

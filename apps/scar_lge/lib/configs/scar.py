@@ -16,6 +16,7 @@ from typing import Any
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.utils.others.generic import strtobool
 
 from ..activelearning.parts import ActiveLearningParts
 from ..activelearning.scoring import ScarUncertaintyScoring
@@ -121,14 +122,9 @@ def parse_settings(conf: dict[str, str], app_dir: str) -> ScarSettings:
             lambda v: 0 <= v < float("inf"),
             "a number of minutes >= 0 (0: no reservations)",
         ),
-        multi_gpu=_flag(conf, "multi_gpu", _boolean, ScarSettings.multi_gpu, lambda v: v is not None, "true or false"),
+        multi_gpu=_flag(conf, "multi_gpu", strtobool, ScarSettings.multi_gpu, lambda v: True, "true or false"),
         cpu_ranks=_ranged(conf, "cpu_ranks", int, ScarSettings.cpu_ranks, CPU_RANKS_RANGE),
     )
-
-
-def _boolean(raw: str) -> bool | None:
-    """A conf flag's true or false, as MONAI Label spells them; None for anything else."""
-    return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(raw.strip().lower())
 
 
 class ScarConfig(TaskConfig):

@@ -19,9 +19,8 @@ import sys
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..label_io import read_voxels
 from .figures import save_bullseye, save_pdf
-from .from_files import report_from_files
+from .from_files import read_study, report_of
 
 
 def _study_name(path: str) -> str:
@@ -46,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     # own warnings say what matters.
     sitk.ProcessObject_SetGlobalWarningDisplay(False)
     try:
-        result, label = report_from_files(args.image, args.label, args.rv)
+        study = read_study(args.image, args.label, args.rv)
+        result = report_of(study)
         if args.out:
             out = os.path.abspath(args.out)
             if os.path.exists(out) and not os.path.isdir(out):
@@ -55,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(os.path.join(out, "report.json"), "w") as f:
                 json.dump(result, f, indent=1)
             save_bullseye(result, os.path.join(out, "bullseye.png"))
-            save_pdf(
-                result, read_voxels(args.image), label, os.path.join(out, "report.pdf"), title=_study_name(args.image)
-            )
+            save_pdf(result, study.image, study.label, os.path.join(out, "report.pdf"), title=_study_name(args.image))
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,6 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 LEVELS = ("basal", "mid", "apical")
+RING_SEGMENT_DEG = 60.0  # basal and mid segments
+APICAL_SEGMENT_DEG = 90.0
+# The anterior segment is centred half a segment before the anterior RV insertion (away from the septum).
+ANTERIOR_CENTRE_FROM_INSERTION_DEG = RING_SEGMENT_DEG / 2
+# The septum spans two ring segments from the anterior insertion; the apical septal segment is centred on
+# its middle, so the apical segments start this far from the insertion.
+APICAL_START_DEG = RING_SEGMENT_DEG - APICAL_SEGMENT_DEG / 2
 _RING_NAMES = ("anterior", "anteroseptal", "inferoseptal", "inferior", "inferolateral", "anterolateral")
 _APICAL_NAMES = ("anterior", "septal", "inferior", "lateral")
 SEGMENT_NAMES: dict[int, str] = {
@@ -58,10 +65,10 @@ def segment_numbers(level: str, phi_deg: np.ndarray) -> np.ndarray:
     """
     phi = np.mod(np.asarray(phi_deg, float), 360.0)
     if level in ("basal", "mid"):
-        ring = (np.floor(phi / 60.0).astype(int) + 1) % 6  # 0 anterior, 1 anteroseptal, ...
+        ring = (np.floor(phi / RING_SEGMENT_DEG).astype(int) + 1) % 6  # 0 anterior, 1 anteroseptal, ...
         return ring + (1 if level == "basal" else 7)
     if level == "apical":
-        quadrant = (np.floor(np.mod(phi - 15.0, 360.0) / 90.0).astype(int) + 1) % 4  # 0 anterior, 1 septal, ...
+        quadrant = (np.floor(np.mod(phi - APICAL_START_DEG, 360.0) / APICAL_SEGMENT_DEG).astype(int) + 1) % 4
         return quadrant + 13
     raise ValueError(f"level must be one of {LEVELS}, got {level!r}.")
 

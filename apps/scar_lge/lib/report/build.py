@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..caveats import FIGURES
 from ..constants import LV_CAVITY, LV_WALL, MYOCARDIUM, MYOCARDIUM_DENSITY_G_PER_ML, SCAR, TOTAL_SCAR
 from ..label_io import Geometry, HeaderFacts
 from ..metrics import voxel_volume_ml
@@ -12,20 +13,8 @@ from . import aha, grey_zone, short_axis
 from .transmurality import SliceChords, slice_chords
 
 REPORT_VERSION = 1
-# Study figures of lib.metrics.scar_quantification (as lib.caveats.assess left them) carried into the report.
-STUDY_FIELDS = (
-    "lv_myocardial_mass_g",
-    "lv_myocardial_volume_ml",
-    "lv_cavity_volume_ml",
-    "scar_mass_g",
-    "scar_volume_ml",
-    "scar_percent_lv_mass",
-    "mvo_mass_g",
-    "mvo_volume_ml",
-    "mvo_percent_lv_mass",
-    "scar_slices",
-)
-_SCAR_STUDY_FIELDS = tuple(f for f in STUDY_FIELDS if f.startswith(("scar", "mvo")))
+# Study figures: those of lib.metrics.scar_quantification, as lib.caveats.assess left them.
+STUDY_FIELDS = FIGURES
 TRANSMURALITY_RULE = (
     "along 360 radial chords per slice from the LV centre: scar (and MVO) length over wall length, from the "
     "endocardium to the epicardium; per slice the mean and maximum over the chords that cross scar; per "
@@ -140,7 +129,7 @@ def _segment_rows(
     for k, level in levels.items():
         plane = label[..., k]
         i, j = np.nonzero(np.isin(plane, LV_WALL))
-        angles = short_axis.image_angles_deg(plane.shape, centres[k], geometry.spacing, i, j)
+        angles = short_axis.image_angles_deg(centres[k], geometry.spacing, i, j)
         numbers = aha.segment_numbers(level, anchor.phi_deg(angles))
         wall_voxels += np.bincount(numbers, minlength=17)
         scar_voxels += np.bincount(numbers[np.isin(plane[i, j], TOTAL_SCAR)], minlength=17)

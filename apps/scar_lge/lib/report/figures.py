@@ -31,12 +31,10 @@ def _wedge_angles(segment: int) -> tuple[float, float]:
     Viewed from the apex: anterior at 12 o'clock, septum to the left (9 o'clock), the segments numbered
     anticlockwise, as in Cerqueira et al.'s figure.
     """
-    if segment <= 12:
-        index = (segment - 1) % 6
-        centre = 90.0 + 60.0 * index
-        return centre - 30.0, centre + 30.0
-    centre = 90.0 + 90.0 * (segment - 13)
-    return centre - 45.0, centre + 45.0
+    width = aha.RING_SEGMENT_DEG if segment <= 12 else aha.APICAL_SEGMENT_DEG
+    index = (segment - 1) % 6 if segment <= 12 else segment - 13
+    centre = 90.0 + width * index
+    return centre - width / 2, centre + width / 2
 
 
 def draw_bullseye(ax, report: dict) -> None:
@@ -126,7 +124,7 @@ def standard_view(plane: np.ndarray, spacing_mm, anchor: dict) -> tuple[np.ndarr
     """A slice turned and flipped (no resampling) so that ``imshow`` shows it as the bullseye is read.
 
     Anterior up and the septum to the left, as a short-axis view is shown, when the report has an anchor
-    (the anterior segment's middle is 30 degrees from the anterior RV insertion, away from the septum);
+    (the anterior segment's middle is half a segment from the anterior RV insertion, away from the septum);
     otherwise the image as stored (rows of the array along +j). Of the eight turns and flips of the array
     the one that brings anterior closest to up with the septum on the left is used.
 
@@ -136,7 +134,7 @@ def standard_view(plane: np.ndarray, spacing_mm, anchor: dict) -> tuple[np.ndarr
     transposed, flip_rows, flip_cols = True, False, False
     if anchor.get("anterior_insertion_image_deg") is not None and anchor.get("septal_sense"):
         sense = anchor["septal_sense"]
-        anterior = np.radians(anchor["anterior_insertion_image_deg"] - sense * 30.0)
+        anterior = np.radians(anchor["anterior_insertion_image_deg"] - sense * aha.ANTERIOR_CENTRE_FROM_INSERTION_DEG)
         septal = anterior + sense * np.pi / 2
         best = -np.inf
         for t in (False, True):

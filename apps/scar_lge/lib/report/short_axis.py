@@ -15,6 +15,7 @@ import numpy as np
 
 from ..constants import HEART, LV_WALL
 from ..label_io import Geometry
+from .aha import ANTERIOR_CENTRE_FROM_INSERTION_DEG
 
 # Patient directions in DICOM/ITK LPS: +x left, +y posterior, +z superior.
 ANTERIOR_LPS = np.array([0.0, -1.0, 0.0])
@@ -26,7 +27,7 @@ APEX_DIRECTION_LPS = np.array([1.0, -1.0, -1.0]) / math.sqrt(3.0)
 # anterior direction projected into the slice, the septum faces the patient's right, so the anterior RV
 # insertion (border of segments 1 and 2) lies 30 degrees from anterior toward the septum. An approximation
 # of a real heart's insertion point, said so in the report.
-ORIENTATION_ANCHOR_DEG = 30.0
+ORIENTATION_ANCHOR_DEG = ANTERIOR_CENTRE_FROM_INSERTION_DEG
 # A projected patient axis shorter than this (the slice nearly perpendicular to it) gives no direction.
 MIN_PROJECTION = 0.2
 # The basal third of an LV stack is larger in cross-section than the apical third: the ventricle tapers
@@ -73,7 +74,7 @@ def lv_centres_mm(label: np.ndarray, spacing_mm) -> dict[int, tuple[float, float
     return centres
 
 
-def image_angles_deg(label_slice_shape, centre_mm, spacing_mm, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def image_angles_deg(centre_mm, spacing_mm, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Image-plane angles (degrees, [0, 360)) of voxels (i, j) around ``centre_mm``."""
     u = i * spacing_mm[0] - centre_mm[0]
     v = j * spacing_mm[1] - centre_mm[1]
@@ -105,7 +106,7 @@ def _rv_insertions_deg(rv: np.ndarray, centres: dict, spacing_mm, septal_sense: 
         i, j = np.nonzero(rv[..., k])
         if i.size == 0:
             continue
-        angles = np.sort(image_angles_deg(rv.shape[:2], centre, spacing_mm, i, j))
+        angles = np.sort(image_angles_deg(centre, spacing_mm, i, j))
         # The RV wraps the septum as one arc; its ends are where the widest empty gap begins and ends.
         gaps = np.diff(np.concatenate([angles, angles[:1] + 360.0]))
         widest = int(np.argmax(gaps))
