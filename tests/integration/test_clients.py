@@ -211,3 +211,44 @@ def test_ohif_panel_colours_each_structure_as_the_seg_does(server):
     for code in SEGMENTS.values():
         assert found[code.name] == ", ".join(str(v) for v in code.rgb)
     assert len({code.rgb for code in SEGMENTS.values()}) == 4
+
+
+_SLICER_REPLAY = """
+import ast, json, sys
+plugin, snippet, url, names = sys.argv[1:5]
+sys.path.insert(0, plugin)
+from MONAILabelLib import GenericAnatomyColors
+# The plugin's own getLabelColor, taken from its source (the module itself needs Slicer to import).
+tree = ast.parse(open(plugin + "/MONAILabel.py").read())
+method = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "getLabelColor")
+plugin_ns = {"GenericAnatomyColors": GenericAnatomyColors}
+exec(compile(ast.Module([method], []), "MONAILabel.py", "exec"), plugin_ns)
+colour = lambda name: plugin_ns["getLabelColor"](None, name)
+before = {name: colour(name) for name in json.loads(names)}
+exec(open(snippet).read())
+use_scar_lge_colours(url)
+print(json.dumps({"before": before, "after": {name: colour(name) for name in json.loads(names)}}))
+"""
+
+
+def test_slicer_plugin_colours_each_structure_as_the_seg_does(server):
+    """The Slicer plugin colours a segment by name from its own table; scripts/slicer_colours.py adds ours."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lib.dicom_seg import SEGMENTS
+
+    plugin = Path(sys.prefix) / "monailabel" / "plugins" / "slicer" / "MONAILabel"
+    snippet = Path(__file__).resolve().parents[2] / "scripts" / "slicer_colours.py"
+    names = list(requests.get(f"{server.url}/info/", timeout=30).json()["models"]["scar"]["labels"])
+    run = subprocess.run(
+        [sys.executable, "-c", _SLICER_REPLAY, str(plugin), str(snippet), server.url, json.dumps(names)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    colours = json.loads(run.stdout.splitlines()[-1])
+    # Without the snippet the plugin knows none of the names (Slicer then hands out generic colours).
+    assert colours["before"] == {name: None for name in names}
+    expected = {code.name: [c / 255.0 for c in code.rgb] for code in SEGMENTS.values()}
+    assert colours["after"] == expected

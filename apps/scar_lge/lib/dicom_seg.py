@@ -85,6 +85,15 @@ assert {c.name for c in SEGMENTS.values()} == set(LABELS) - {"background"}
 assert codes.SCT.LeftVentricleMyocardium.value == "49848007"  # the codes above follow pydicom's dictionary
 
 
+def label_colors() -> dict[str, list[int]]:
+    """Label name -> sRGB 0-255, as every viewer should draw it (``label_colors`` in ``/info/``).
+
+    The SEGs carry these colours, the served OHIF takes them, and Slicer takes them through
+    ``scripts/slicer_colours.py`` (its MONAI Label plugin colours segments from its own table).
+    """
+    return {code.name: list(code.rgb) for code in SEGMENTS.values()}
+
+
 def rgb_to_dicom_lab(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     """sRGB 0-255 -> DICOM's Recommended Display CIELab Value (PS3.3 C.10.7.1.1): L*, a*, b* scaled to 0-65535.
 

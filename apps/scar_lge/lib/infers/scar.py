@@ -18,6 +18,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from ..calibration import calibrated_figures, label_passes, load_shipped
 from ..caveats import assess, inversion_recovery
 from ..constants import FOREGROUND_LABELS, IMAGE, LABELS, PRED
+from ..dicom_seg import label_colors
 from ..errors import InputError
 from ..label_io import header_facts, read_geometry, read_voxels, write_label_like
 from ..metrics import scar_quantification
@@ -116,6 +117,7 @@ class ScarInfer(BasicInferTask):
         info = super().info()
         info["labels"] = dict(FOREGROUND_LABELS)  # name -> value, read by value by OHIF and Slicer
         info["label_values"] = dict(LABELS)
+        info["label_colors"] = label_colors()
         info["spacing_mm"] = SPEC.spacing_mm
         current = self.store.current()
         problem = self.store.problem(current)

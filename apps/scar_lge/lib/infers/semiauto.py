@@ -23,6 +23,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from ..caveats import assess, inversion_recovery
 from ..constants import FOREGROUND_LABELS, IMAGE, LABELS, MODEL_NAME
+from ..dicom_seg import label_colors
 from ..errors import InputError
 from ..label_io import check_label, read_geometry, read_voxels
 from ..metrics import scar_quantification
@@ -112,6 +113,7 @@ class SemiAutoScarInfer(InferTask):
         info = super().info()
         info["labels"] = dict(FOREGROUND_LABELS)  # the same names and values as the scar task (see ScarInfer.info)
         info["label_values"] = dict(LABELS)
+        info["label_colors"] = label_colors()
         info["ready"] = True
         return info
 
