@@ -1,6 +1,7 @@
 """Scale: listing, uncertainty scoring and one training epoch on N generated phantom studies; time and memory.
 
-    .venv/bin/python benchmarks/bench_scale.py [--studies 200] [--labelled 100] [--workdir DIR] [--json F]
+    .venv/bin/python benchmarks/bench_scale.py [--studies 200] [--labelled 100] [--repeats 3] [--workdir DIR]
+        [--json F]
 
 Generates ``--studies`` LGE phantoms (seeds 20000 on, never trained on) as NIfTI files, the first
 ``--labelled`` with a final label, then runs each phase in a process of its own, so that each peak memory
@@ -12,8 +13,9 @@ is that phase's alone:
 - ``train``: one epoch of the train task's training on the labelled studies, streamed from disk
   (``lib.engine.StreamingSlices``, at most 8 studies in memory).
 
-Prints, per phase: seconds, studies (and slices) per second, peak resident memory (and peak GPU memory on
-CUDA), and the device. Run it at two sizes to see memory stay flat as studies grow.
+Each phase runs ``--repeats`` times; prints, per phase, the median run's seconds, studies (and slices) per
+second and peak resident memory (and peak GPU memory on CUDA), every run's seconds, the highest peak
+memory, and the device. Run it at two sizes to see memory stay flat as studies grow.
 """
 
 from __future__ import annotations
@@ -73,14 +75,14 @@ def phase_score(studies: Path, device: str) -> dict:
     from lib.activelearning.scoring import ScarUncertaintyScoring
     from lib.activelearning.studies import StudyPool
     from lib.activelearning.uncertainty import MyocardialUncertainty
-    from lib.configs.scar import shipped_model_path
+    from lib.configs.scar import ScarSettings, shipped_model_path
     from lib.datastore import ScarDatastore
     from lib.model_store import ModelStore
 
     model_dir = Path(tempfile.mkdtemp(prefix="scale_models_"))
     store = ModelStore(str(model_dir), shipped_model_path(str(APP_DIR)))
     # The app's scorer and pool (lib/configs/scar.py wires the same), on the device asked for.
-    scorer = MyocardialUncertainty(store, samples=8, device=device)
+    scorer = MyocardialUncertainty(store, samples=ScarSettings.mc_samples, device=device)
     scoring = ScarUncertaintyScoring(scorer, StudyPool(), str(model_dir / "scores"))
     datastore = ScarDatastore(str(studies), auto_reload=False)
     start = time.perf_counter()
@@ -140,8 +142,13 @@ def main() -> None:
     parser.add_argument("--workdir", help="keep the generated studies here (default: a temporary folder)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each phase, each in a fresh process (odd: the median run)"
+    )
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)  # a child process's phase
     args = parser.parse_args()
+    if args.repeats < 1 or args.repeats % 2 == 0:
+        parser.error(f"--repeats must be odd and at least 1 (the median run is reported); got {args.repeats}")
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -168,10 +175,18 @@ def main() -> None:
     }
     for phase in ("list", "score", "train"):
         command = [sys.executable, __file__, "--phase", phase, "--workdir", str(studies), "--device", device]
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ})
-        if done.returncode != 0:
-            raise RuntimeError(f"phase {phase} failed:\n{done.stderr[-3000:]}")
-        report[phase] = json.loads(done.stdout.strip().splitlines()[-1])
+        runs = []
+        for _ in range(args.repeats):  # scores are cached per model folder; each run makes a fresh one
+            done = subprocess.run(command, capture_output=True, text=True, env={**os.environ})
+            if done.returncode != 0:
+                raise RuntimeError(f"phase {phase} failed:\n{done.stderr[-3000:]}")
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        runs.sort(key=lambda run: run["seconds"])
+        report[phase] = {
+            **runs[len(runs) // 2],  # the median run's figures
+            "seconds_of_each_run": [run["seconds"] for run in runs],
+            "peak_rss_mb_max": max(run["peak_rss_mb"] for run in runs),
+        }
         print(f"{phase:<6} {json.dumps(report[phase])}  [{report['device']}]", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -37,13 +37,16 @@ sys.path.insert(0, str(ROOT / "apps" / "scar_lge"))
 
 from lib.calibration import (  # noqa: E402
     INTERVAL_LEVEL,
+    SCAR_GROWTH_SDS,
     SPECK_AREAS_MM2,
     Calibration,
     conformal_quantile,
     conformity_score,
     fit_presence,
     label_passes,
+    load_shipped,
     remove_scar_specks,
+    scar_contrast_sd,
     scar_percent_lv,
 )
 from lib.constants import LV_WALL, MYOCARDIUM_DENSITY_G_PER_ML, TOTAL_SCAR  # noqa: E402
@@ -53,6 +56,7 @@ from lib.datasets import (  # noqa: E402
     kfold_cases,
     load_emidec_png_case,
     phantom_studies,
+    read_emidec_png_case,
     split_cases,
 )
 from lib.engine import judge, label_from_probs, predict_label, validate  # noqa: E402
@@ -176,17 +180,26 @@ SPACING = EMIDEC_PNG_NOMINAL_SPACING_MM
 def _fit(cases: list[dict], spread: str, level: float) -> Calibration:
     """Choose the speck area, fit scar presence and the interval quantiles on ``cases``.
 
-    The speck area maximises the mean scar Dice over all cases after both rules, a normal case scoring
-    1 when it reads "no scar" and 0 otherwise (ties: the smaller area).
+    The speck area and the growth's SD multiple maximise the mean scar Dice over all cases after the rules,
+    a normal case scoring 1 when it reads "no scar" and 0 otherwise (ties: the first candidates, i.e. the
+    smaller area and no growth).
     """
     best = None
     for area in SPECK_AREAS_MM2:
         cleaned = [remove_scar_specks(c["pred"], SPACING, area) for c in cases]
-        intercept, slope = fit_presence([scar_percent_lv(x) for x in cleaned], [_has_scar(c) for c in cases])
-        trial = Calibration(area, intercept, slope, level, 0.0, 0.0)
-        score = float(np.mean([_scar_score(trial.finalise(c["pred"], SPACING).label, c["truth"]) for c in cases]))
-        if best is None or score > best[0] + 1e-9:
-            best = (score, trial)
+        intercept, slope, contrast_slope = fit_presence(
+            [scar_percent_lv(x) for x in cleaned],
+            [scar_contrast_sd(c["intensities"], x) for c, x in zip(cases, cleaned, strict=True)],
+            [_has_scar(c) for c in cases],
+        )
+        for growth in SCAR_GROWTH_SDS:  # rule 3 acts after the decision, so the presence fit holds for each
+            trial = Calibration(
+                area, intercept, slope, level, 0.0, 0.0, presence_contrast_slope=contrast_slope, scar_growth_sd=growth
+            )
+            finals = [trial.finalise(c["pred"], SPACING, c["intensities"]).label for c in cases]
+            score = float(np.mean([_scar_score(f, c["truth"]) for f, c in zip(finals, cases, strict=True)]))
+            if best is None or score > best[0] + 1e-9:
+                best = (score, trial)
     calibration = best[1]
     percent_scores, mass_scores = [], []
     for c in cases:
@@ -215,12 +228,13 @@ def _interval_inputs(calibration: Calibration, case: dict, spread: str) -> tuple
 
     None when no LV wall was predicted: inference withholds every percentage then (``no_myocardium``).
     """
-    final = calibration.finalise(case["pred"], SPACING).label
+    reading = calibration.finalise(case["pred"], SPACING, case["intensities"])
+    final = reading.label
     predicted_wall = int(np.isin(final, LV_WALL).sum())
     if predicted_wall == 0:
         return None
     predicted = _percent(final)
-    spread_pp = 0.0 if spread == "none" else calibration.spread_pp(case[spread], SPACING)
+    spread_pp = 0.0 if spread == "none" else calibration.spread_pp(case[spread], SPACING, reading.contrast_sd)
     truth = case["truth"]
     truth_mass_pct = 100.0 * int(np.isin(truth, TOTAL_SCAR).sum()) / predicted_wall
     return predicted, spread_pp, _percent(truth), truth_mass_pct
@@ -232,13 +246,14 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
     For each fold, the rules are fitted on the other folds' out-of-fold predictions and judged on this
     one, so every figure below is measured on cases that neither the network nor the rules saw.
     """
-    judged, rows, chosen_areas = [], [], []
+    judged, rows, chosen_areas, chosen_growth = [], [], [], []
     for k in range(n_folds):
         fit = _fit([c for c in cases if c["fold"] != k], spread, level)
         chosen_areas.append(fit.min_scar_area_mm2)
+        chosen_growth.append(fit.scar_growth_sd)
         fold = []
         for c in (c for c in cases if c["fold"] == k):
-            reading = fit.finalise(c["pred"], SPACING)
+            reading = fit.finalise(c["pred"], SPACING, c["intensities"])
             fold.append(judge(c["name"], reading.label, c["truth"], c["voxel_ml"]))
             inputs = _interval_inputs(fit, c, spread)
             row = {
@@ -249,6 +264,7 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
                 "scar_dice": round(fold[-1]["scar"], 3),
                 "scar_present": reading.present,
                 "scar_present_probability": round(reading.probability, 3),
+                "scar_contrast_sd": round(reading.contrast_sd, 2),
                 "expert_scar_percent_lv": round(_percent(c["truth"]), 2),
                 "predicted_scar_percent_lv": None,
                 "interval": None,
@@ -281,6 +297,7 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
     figures = {
         **cv_summary(judged),
         "speck_area_mm2_chosen_per_fold": chosen_areas,
+        "scar_growth_sd_chosen_per_fold": chosen_growth,
         "scar_presence": {
             "sensitivity": share("scar_present", positives),
             "specificity": round(1.0 - share("scar_present", negatives), 3),
@@ -304,6 +321,56 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
     final = _fit(cases, spread, level)
     final.cross_validation = figures
     return {"figures": figures, "calibration": final, "per_case": rows}
+
+
+def shipped_rules_on_held_out(network, root: Path, cases: dict, held_out: list[str], device: str) -> dict:
+    """The shipped model with the shipped rules (``calibration.json``) on held-out exams, as inference answers.
+
+    Each exam's flip-averaged label goes through :meth:`Calibration.finalise` with the exam's own pixels,
+    and gets its interval from its flip passes. The network never saw these exams; the rules were fitted
+    on fold models' out-of-fold predictions of all 65 exams, these included, so the rules' figures here
+    are not wholly unseen: the leave-one-fold-out figures of ``--cv`` are the unbiased ones.
+    """
+    calibration, problem = load_shipped()
+    if calibration is None:
+        return {"not_measured": problem}
+    judged, rows = [], []
+    for name in held_out:
+        study = load_emidec_png_case(root, name, cases[name])
+        intensities = read_emidec_png_case(root, name, cases[name])[0]
+        with torch.no_grad():
+            passes = network(study.image[None].to(device), keep_passes=True)[:, 0].float().cpu()
+        reading = calibration.finalise(label_from_probs(passes.mean(dim=0))[0].numpy(), SPACING, intensities)
+        truth = study.label[0].numpy()
+        judged.append(judge(name, reading.label, truth, study.voxel_ml))
+        predicted = _percent(reading.label)
+        spread_pp = calibration.spread_pp(label_passes(passes), SPACING, reading.contrast_sd)
+        low, high = calibration.percent_interval(predicted, spread_pp)
+        rows.append(
+            {
+                "name": name,
+                "infarct": _has_scar({"truth": truth}),
+                "scar_present": reading.present,
+                "probability": round(reading.probability, 3),
+                "contrast_sd": round(reading.contrast_sd, 2),
+                "expert_scar_percent_lv": round(_percent(truth), 2),
+                "predicted_scar_percent_lv": round(predicted, 2),
+                "interval": [low, high],
+                "covered": low <= _percent(truth) <= high,
+            }
+        )
+    infarcts = [r for r in rows if r["infarct"]]
+    normals = [r for r in rows if not r["infarct"]]
+    return {
+        **summarise_cases(judged),
+        "normal_cases_over_1g_false_scar": cv_summary([judged])["normal_cases_over_1g_false_scar"],
+        "scar_presence": {
+            "infarcts_read_as_scar": f"{sum(r['scar_present'] for r in infarcts)} of {len(infarcts)}",
+            "normals_read_as_no_scar": f"{sum(not r['scar_present'] for r in normals)} of {len(normals)}",
+        },
+        "interval_coverage": f"{sum(r['covered'] for r in rows)} of {len(rows)}",
+        "per_case": rows,
+    }
 
 
 def _per_case_table(rows: list[dict]) -> str:
@@ -332,6 +399,11 @@ def cross_validation(folder: Path, real: str | None, n_folds: int, parser) -> di
         folds = [json.loads(f.read_text())["held_out_per_case"] for f in files]
         return {"files": [f.name for f in files], **cv_summary(folds)}
     cases = out_of_fold_predictions(folder, real, n_folds, parser)
+    # The scar-presence rule reads intensities on the input grid, as inference does: a PNG exam's own pixels
+    # (its nominal 1.5 mm is the model grid, so the predictions lie on it too).
+    root, by_case = Path(real) / "emidec_png", emidec_png_cases(Path(real) / "emidec_png")
+    for c in cases:
+        c["intensities"] = read_emidec_png_case(root, c["name"], by_case[c["name"]])[0]
     raw = [
         [judge(c["name"], c["pred"], c["truth"], c["voxel_ml"]) for c in cases if c["fold"] == k]
         for k in range(n_folds)
@@ -420,6 +492,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.machine()})",
         "model": args.model,
         "held_out_emidec": summarise_cases(emidec),
+        "held_out_emidec_with_shipped_rules": shipped_rules_on_held_out(network, root, cases, held_out, device),
         "phantoms_unseen": summarise_cases(validate(network, phantoms, device)),
         "phantom_scar_volume_pred_over_true": {
             "median": round(statistics.median(ratios), 3),

@@ -10,8 +10,10 @@ from lib.calibration import (
     calibrated_figures,
     conformal_quantile,
     fit_presence,
+    grow_enhanced_scar,
     load_shipped,
     remove_scar_specks,
+    scar_contrast_sd,
     scar_percent_lv,
 )
 from lib.caveats import assess
@@ -34,6 +36,15 @@ def _heart(scar_pixels: int = 0, speck: bool = False) -> np.ndarray:
     if speck:  # a 2x2 speck on slice 2, in the wall
         label[32 + 15 : 32 + 17, 31:33, 2] = MVO
     return label
+
+
+def _lge(label: np.ndarray, *, enhanced: bool = True, seed: int = 0) -> np.ndarray:
+    """Intensities for ``label``: blood 300, myocardium 100 +- 10, scar 250 when ``enhanced`` (else as myocardium)."""
+    noise = np.random.default_rng(seed).normal(0.0, 10.0, label.shape)
+    image = np.where(label == LV_CAVITY, 300.0, 20.0) + noise
+    image[label == MYOCARDIUM] += 80.0
+    image[np.isin(label, (SCAR, MVO))] += 230.0 if enhanced else 80.0
+    return image.astype(np.float32)
 
 
 def _calibration(**overrides) -> Calibration:
@@ -62,23 +73,78 @@ def test_a_speck_under_the_area_becomes_myocardium_at_its_real_spacing():
 def test_a_study_read_as_scar_free_shows_no_scar_and_a_scarred_one_keeps_it():
     calibration = _calibration()
     small = _heart(scar_pixels=10)  # under 1 % of the wall
-    reading = calibration.finalise(small, (1.5, 1.5, 8.0))
+    reading = calibration.finalise(small, (1.5, 1.5, 8.0), _lge(small))
     assert not reading.present and reading.probability < 0.5
     assert not np.isin(reading.label, (SCAR, MVO)).any()
     assert (reading.label == MYOCARDIUM).sum() == np.isin(small, (MYOCARDIUM, SCAR)).sum()
     large = _heart(scar_pixels=300)
-    reading = calibration.finalise(large, (1.5, 1.5, 8.0))
+    reading = calibration.finalise(large, (1.5, 1.5, 8.0), _lge(large))
     assert reading.present and reading.probability > 0.9
     assert (reading.label == SCAR).sum() == 300
 
 
 def test_presence_model_learns_which_side_is_scar():
     percents = [0.0, 0.2, 0.5, 1.0, 0.3, 8.0, 12.0, 20.0, 15.0, 6.0]
+    contrasts = [0.0, 0.5, 1.0, 0.8, 0.2, 3.0, 4.0, 3.5, 2.5, 3.2]
     truth = [False] * 5 + [True] * 5
-    intercept, slope = fit_presence(percents, truth)
-    calibration = _calibration(presence_intercept=intercept, presence_slope=slope)
-    assert slope > 0
-    assert [calibration.scar_present(p)[0] for p in percents] == truth
+    intercept, slope, contrast_slope = fit_presence(percents, contrasts, truth)
+    calibration = _calibration(
+        presence_intercept=intercept, presence_slope=slope, presence_contrast_slope=contrast_slope
+    )
+    assert slope > 0 and contrast_slope > 0
+    assert [calibration.scar_present(p, c)[0] for p, c in zip(percents, contrasts, strict=True)] == truth
+
+
+def test_scar_contrast_is_in_sds_of_the_rest_of_the_wall_whatever_the_intensity_scale():
+    heart = _heart(scar_pixels=300)
+    image = _lge(heart)
+    contrast = scar_contrast_sd(image, heart)
+    assert contrast == pytest.approx(150.0 / 10.0, rel=0.1)  # scar 250 over myocardium 100, SD 10
+    assert scar_contrast_sd(3.0 * image + 40.0, heart) == pytest.approx(contrast, rel=1e-6)  # float32 image
+    assert abs(scar_contrast_sd(_lge(heart, enhanced=False), heart)) < 1.0  # not enhanced: no contrast
+    assert scar_contrast_sd(image, _heart(scar_pixels=0)) == 0.0  # no scar
+    with pytest.raises(ValueError, match="one grid"):
+        scar_contrast_sd(image[..., :2], heart)
+
+
+def test_enhanced_wall_joins_the_scar_it_touches_and_only_that():
+    drawn = _heart(scar_pixels=100)  # the network's scar: the first 100 pixels of the arc, slice 1
+    truth = _heart(scar_pixels=160)  # the enhanced infarct is larger
+    image = _lge(truth)
+    far = (drawn == MYOCARDIUM) & (np.arange(4) == 3)[None, None, :]  # slice 3: bright, touching no scar
+    far &= np.mgrid[:64, :64][0][..., None] > 45
+    image[far] += 230.0
+    grown = grow_enhanced_scar(drawn, image, 2.0)
+    assert (grown[truth == SCAR] == SCAR).all()  # grown to the enhanced extent
+    assert ((grown == SCAR) & (truth != SCAR)).sum() < 10  # beyond it, a few noise voxels over 2 SD
+    assert not (grown[far] == SCAR).any()  # enhanced, but not connected to scar: left as it was
+    assert np.array_equal(grown[drawn != MYOCARDIUM], drawn[drawn != MYOCARDIUM])  # only myocardium changes
+    assert np.array_equal(grow_enhanced_scar(drawn, image, None), drawn)
+    assert np.array_equal(grow_enhanced_scar(_heart(0), image, 2.0), _heart(0))  # nothing to grow from
+
+
+def test_a_scar_that_is_not_enhanced_reads_as_no_scar():
+    # The same 4 % of the wall labelled scar: read as scar where it is bright, as myocardium where it is not.
+    calibration = _calibration(presence_intercept=-6.0, presence_slope=2.0, presence_contrast_slope=1.0)
+    heart = _heart(scar_pixels=150)
+    bright = calibration.finalise(heart, (1.5, 1.5, 8.0), _lge(heart))
+    assert bright.present and (bright.label == SCAR).sum() == 150 and bright.contrast_sd > 10
+    dull = calibration.finalise(heart, (1.5, 1.5, 8.0), _lge(heart, enhanced=False))
+    assert not dull.present and not np.isin(dull.label, (SCAR, MVO)).any()
+
+
+def test_growth_follows_the_decision_and_only_in_a_scarred_study():
+    calibration = _calibration(
+        presence_intercept=-6.0, presence_slope=2.0, presence_contrast_slope=1.0, scar_growth_sd=2.0
+    )
+    drawn, infarct = _heart(scar_pixels=150), _heart(scar_pixels=220)
+    grown = calibration.finalise(drawn, (1.5, 1.5, 8.0), _lge(infarct))
+    assert grown.present and (grown.label[infarct == SCAR] == SCAR).all()  # grown to the enhanced extent
+    assert ((grown.label == SCAR) & (infarct != SCAR)).sum() < 10  # beyond it, a few noise voxels over 2 SD
+    # Too little scar to read as scar, next to a large enhanced region: no growth can revive it.
+    speck = _heart(scar_pixels=8)  # 18 mm^2: over the speck area, so only the decision can remove it
+    reading = calibration.finalise(speck, (1.5, 1.5, 8.0), _lge(infarct))
+    assert not reading.present and not np.isin(reading.label, (SCAR, MVO)).any()
 
 
 def test_conformal_quantile_is_the_finite_sample_rank():
@@ -127,13 +193,18 @@ def _assessed(label, **kwargs):
 
 def test_the_answer_carries_presence_and_intervals_or_says_why_not():
     calibration = _calibration()
-    reading = calibration.finalise(_heart(scar_pixels=300), (1.5, 1.5, 8.0))
+    heart = _heart(scar_pixels=300)
+    reading = calibration.finalise(heart, (1.5, 1.5, 8.0), _lge(heart))
     assessed = _assessed(reading.label)
     out = calibrated_figures(calibration, reading, assessed, 0.5)
     assert out["scar_present"]["value"] is True and 0.9 < out["scar_present"]["probability"] <= 1
     assert "under 10 mm^2" in out["scar_present"]["rule"]
     no_specks = calibrated_figures(_calibration(min_scar_area_mm2=0.0), reading, _assessed(reading.label), 0.5)
     assert no_specks["scar_present"]["rule"].startswith("a logistic model of log(0.1 + scar % LV)")
+    growing = calibrated_figures(_calibration(scar_growth_sd=2.5), reading, _assessed(reading.label), 0.5)
+    assert growing["scar_present"]["rule"].endswith("median + 2.5 robust SDs and connected to the scar made scar")
+    assert "robust SDs" not in out["scar_present"]["rule"]  # growth off: not named
+    assert out["scar_present"]["scar_contrast_sd"] == round(reading.contrast_sd, 2) > 10
     low, high = out["scar_intervals"]["scar_percent_lv_mass"]
     assert low < assessed["scar_percent_lv_mass"] < high
     mass_low, mass_high = out["scar_intervals"]["scar_mass_g"]

@@ -27,11 +27,19 @@ def _ring(scar_pixels: int) -> np.ndarray:
     return np.repeat(plane[..., None], 3, axis=-1)
 
 
+def _lge(truth: np.ndarray, seed: int) -> np.ndarray:
+    """The exam's intensities: myocardium 100 +- 10, its expert scar enhanced to 250."""
+    image = 100.0 + np.random.default_rng(seed).normal(0.0, 10.0, truth.shape)
+    image[truth == SCAR] += 150.0
+    return image
+
+
 def _case(name: str, fold: int, truth_scar: int, pred_scar: int, passes: tuple[int, ...]) -> dict:
     return {
         "name": name,
         "fold": fold,
         "voxel_ml": 0.0225,
+        "intensities": _lge(_ring(truth_scar), seed=len(name) + fold + truth_scar),
         "truth": _ring(truth_scar),
         "pred": _ring(pred_scar),
         "flip_passes": np.stack([_ring(p) for p in passes]),

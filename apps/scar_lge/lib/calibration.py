@@ -6,13 +6,21 @@ predictions (each EMIDEC exam judged by the fold model that never saw it) and sh
 
 1. **Specks**: per slice, scar components (scar plus MVO, 4-connected) smaller than ``min_scar_area_mm2``
    become myocardium. The area is chosen among :data:`SPECK_AREAS_MM2` by cross-validation.
-2. **Scar present or not**: a logistic model of the study's scar % of LV mass,
-   :math:`p = \sigma(a + b \log(0.1 + s))`; below ``p = 0.5`` the study reads "no scar" and its scar
-   voxels become myocardium, so a normal heart reads 0 g instead of a sum of specks.
-3. **Intervals** (split-conformal, normalised): with :math:`\hat y` the predicted scar % LV and
+2. **Scar present or not**: a logistic model of the study's scar % of LV mass :math:`s` and of how
+   far its scar stands out from the rest of its wall, :math:`c` (:func:`scar_contrast_sd`),
+   :math:`p = \sigma(a + b \log(0.1 + s) + g\,c)`; below ``p = 0.5`` the study reads "no scar" and its
+   scar voxels become myocardium, so a normal heart reads 0 g instead of a sum of specks. LGE scar is
+   enhanced by definition; the network's false scar in normal hearts mostly is not.
+3. **Enhanced wall next to scar**, in a study read as scar (:func:`grow_enhanced_scar`): myocardium
+   brighter than the rest of the wall's median plus ``scar_growth_sd`` robust SDs, and connected
+   through such voxels to the network's scar, becomes scar. The network draws infarcts too small
+   (out-of-fold scar % LV bias -3.6 points); the SD multiple, or none, is chosen among
+   :data:`SCAR_GROWTH_SDS` by cross-validation. After rule 2, so that it cannot make a normal heart's
+   specks look like an infarct.
+4. **Intervals** (split-conformal, normalised): with :math:`\hat y` the predicted scar % LV and
    :math:`\sigma` the SD of scar % LV over the four flip passes of the segmenter (each labelled as the
-   answer is: argmax, clean-up, rules 1-2), the interval is :math:`\hat y \pm q (\sigma + f)`, clipped
-   to 0-100, :math:`f` = :data:`SPREAD_FLOOR_PP`, where :math:`q` is the
+   answer is: argmax, clean-up, rules 1-2, rule 2 with the answer's own :math:`c`; not rule 3), the interval is
+   :math:`\hat y \pm q (\sigma + f)`, clipped to 0-100, :math:`f` = :data:`SPREAD_FLOOR_PP`, where :math:`q` is the
    :math:`\lceil (n+1)\,\ell \rceil`-th smallest of the out-of-fold scores
    :math:`|y_i - \hat y_i| / (\sigma_i + f)` at level :math:`\ell`. Scar mass gets its own :math:`q_m`
    on :math:`y_i` = expert scar mass as a % of the *predicted* LV mass, so its interval is
@@ -39,16 +47,19 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from monai.transforms import RemoveSmallObjects
+from scipy import ndimage
 from scipy.special import expit
 
-from .constants import LV_WALL, MYOCARDIUM, TOTAL_SCAR
+from .constants import LV_WALL, MYOCARDIUM, SCAR, TOTAL_SCAR
 from .transforms.anatomy import AnatomicalCleanup
 
 CALIBRATION_FILE = Path(__file__).resolve().parents[1] / "model" / "calibration.json"
 
 SPECK_AREAS_MM2 = (0.0, 10.0, 25.0, 50.0, 100.0)  # candidates compared by cross-validation
+SCAR_GROWTH_SDS = (None, 2.0, 2.5, 3.0)  # candidates compared by cross-validation; None: no growth
 SPREAD_FLOOR_PP = 1.0  # four flip passes that agree are not certainty: every interval has this much spread
 PRESENCE_OFFSET_PP = 0.1  # log(0.1 + s): a scar-free prediction (s = 0) stays finite
+MIN_WALL_VOXELS_FOR_CONTRAST = 20  # fewer non-scar wall voxels give no usable SD: contrast 0
 INTERVAL_LEVEL = 0.9
 
 
@@ -72,6 +83,35 @@ def remove_scar_specks(label: np.ndarray, spacing_mm, min_area_mm2: float) -> np
                 warnings.simplefilter("ignore", FutureWarning)
                 kept = np.asarray(keep(scar[None, ..., k]))[0].astype(bool)
             out[..., k][scar[..., k] & ~kept] = MYOCARDIUM
+    return out
+
+
+def grow_enhanced_scar(label: np.ndarray, image: np.ndarray, n_sd: float | None) -> np.ndarray:
+    r"""``label`` with enhanced myocardium that touches its scar turned into scar.
+
+    With :math:`m` the median and :math:`s = 1.4826\,\mathrm{MAD}` a robust SD of the intensities of the
+    myocardium-labelled voxels, the candidates are myocardium voxels brighter than :math:`m + n s`; a
+    candidate becomes scar when it is connected to scar (or MVO) through candidates (6-connected, so
+    across slices only where the pixels lie over one another). Robust statistics because the myocardium
+    label still holds the enhanced voxels this rule looks for. No growth when ``n_sd`` is None, the label
+    has no scar, or fewer than :data:`MIN_WALL_VOXELS_FOR_CONTRAST` myocardium voxels.
+
+    Shape: ``label`` and ``image`` (H, W, D) on one grid. Returns a new array.
+    """
+    out = np.array(label, copy=True)
+    scar = np.isin(out, TOTAL_SCAR)
+    rest = out == MYOCARDIUM
+    if n_sd is None or not scar.any() or rest.sum() < MIN_WALL_VOXELS_FOR_CONTRAST:
+        return out
+    if image.shape != label.shape:
+        raise ValueError(f"image {image.shape} and label {label.shape} must lie on one grid")
+    values = image[rest].astype(np.float64)
+    median = float(np.median(values))
+    robust_sd = 1.4826 * float(np.median(np.abs(values - median)))
+    candidates = rest & (image > median + n_sd * robust_sd)
+    components, _ = ndimage.label(candidates | scar, ndimage.generate_binary_structure(3, 1))
+    touching = np.unique(components[scar])
+    out[candidates & np.isin(components, touching[touching > 0])] = SCAR
     return out
 
 
@@ -106,18 +146,44 @@ def conformity_score(truth: float, predicted: float, spread_pp: float, floor_pp:
     return abs(truth - predicted) / (spread_pp + floor_pp)
 
 
-def presence_feature(percent_lv: float | None) -> float:
-    """The scar-presence model's input, :math:`\\log(0.1 + s)`; a study without LV wall counts as s = 0."""
-    return math.log(PRESENCE_OFFSET_PP + (percent_lv or 0.0))
+def scar_contrast_sd(image: np.ndarray, label: np.ndarray) -> float:
+    """How far the labelled scar stands out from the rest of the LV wall, in that rest's SDs.
+
+    :math:`c = (\\bar I_{scar} - \\bar I_{myo}) / \\mathrm{SD}(I_{myo})`, scar being scar plus MVO and myo
+    the wall's myocardium-labelled voxels: the n-SD idea of clinical scar rules, asked of a whole label.
+    Unchanged by any intensity scaling :math:`aI + b`, :math:`a > 0`, so it needs no normalisation and is
+    taken on the input grid. 0 when the label has no scar, fewer than
+    :data:`MIN_WALL_VOXELS_FOR_CONTRAST` other wall voxels, or a uniform rest of the wall.
+
+    Shape: ``image`` and ``label`` (H, W, D), on one grid.
+    """
+    if image.shape != label.shape:
+        raise ValueError(f"image {image.shape} and label {label.shape} must lie on one grid")
+    scar = np.isin(label, TOTAL_SCAR)
+    rest = label == MYOCARDIUM
+    if not scar.any() or rest.sum() < MIN_WALL_VOXELS_FOR_CONTRAST:
+        return 0.0
+    values = image[rest].astype(np.float64)
+    sd = float(values.std())
+    if sd <= 0.0:
+        return 0.0
+    return (float(image[scar].astype(np.float64).mean()) - float(values.mean())) / sd
 
 
-def fit_presence(percent_lv: list[float | None], has_scar: list[bool]) -> tuple[float, float]:
-    """Intercept and slope of the logistic scar-presence model, fitted by scikit-learn (L2, C = 1)."""
+def presence_features(percent_lv: float | None, contrast_sd: float) -> list[float]:
+    """The scar-presence model's inputs :math:`[\\log(0.1 + s), c]`; a study without LV wall counts as s = 0."""
+    return [math.log(PRESENCE_OFFSET_PP + (percent_lv or 0.0)), float(contrast_sd)]
+
+
+def fit_presence(
+    percent_lv: list[float | None], contrast_sd: list[float], has_scar: list[bool]
+) -> tuple[float, float, float]:
+    """Intercept and the slopes of scar % LV and contrast in the scar-presence model; scikit-learn, L2, C = 1."""
     from sklearn.linear_model import LogisticRegression
 
-    x = np.array([[presence_feature(s)] for s in percent_lv])
+    x = np.array([presence_features(s, c) for s, c in zip(percent_lv, contrast_sd, strict=True)])
     model = LogisticRegression(C=1.0).fit(x, np.asarray(has_scar, int))
-    return float(model.intercept_[0]), float(model.coef_[0, 0])
+    return float(model.intercept_[0]), float(model.coef_[0, 0]), float(model.coef_[0, 1])
 
 
 def conformal_quantile(scores: list[float], level: float = INTERVAL_LEVEL) -> float:
@@ -133,6 +199,7 @@ class ScarReading(NamedTuple):
     label: np.ndarray
     present: bool
     probability: float
+    contrast_sd: float  # scar_contrast_sd of the speck-free label, on which the decision was taken
 
 
 @dataclass
@@ -141,34 +208,56 @@ class Calibration:
 
     min_scar_area_mm2: float
     presence_intercept: float
-    presence_slope: float
+    presence_slope: float  # of log(0.1 + scar % LV)
     interval_level: float
     interval_q_percent: float
     interval_q_mass: float
+    presence_contrast_slope: float = 0.0  # of scar_contrast_sd; 0 in a calibration fitted before it existed
+    scar_growth_sd: float | None = None  # rule 3; None: off (and in a calibration fitted before it existed)
     spread_floor_pp: float = SPREAD_FLOOR_PP
     cross_validation: dict = field(default_factory=dict)  # what it achieved on held-out folds, for the answer
     source: dict = field(default_factory=dict)  # fold models, recipe, command, date
 
-    def finalise(self, label: np.ndarray, spacing_mm) -> ScarReading:
-        """Speck removal, then the scar-presence decision; a "no scar" study's scar becomes myocardium.
+    def finalise(self, label: np.ndarray, spacing_mm, image: np.ndarray) -> ScarReading:
+        """Speck removal, the scar-presence decision, then growth into enhanced wall (rules 1-3).
 
-        Shape: ``label`` (H, W, D) integer EMIDEC classes; the reading's label is a new array.
+        A "no scar" study's scar becomes myocardium; a study read as scar grows into enhanced wall.
+
+        Shape: ``label`` (H, W, D) integer EMIDEC classes and ``image`` the study's intensities on the same
+        grid; the reading's label is a new array.
         """
         out = remove_scar_specks(label, spacing_mm, self.min_scar_area_mm2)
-        present, probability = self.scar_present(scar_percent_lv(out))
-        if not present:
-            out[np.isin(out, TOTAL_SCAR)] = MYOCARDIUM
-        return ScarReading(out, present, probability)
+        reading = self._decide(out, scar_contrast_sd(image, out))
+        if not reading.present:
+            return reading
+        return reading._replace(label=grow_enhanced_scar(reading.label, image, self.scar_growth_sd))
 
-    def scar_present(self, percent_lv: float | None) -> tuple[bool, float]:
-        """(scar present, its probability) for a study whose speck-free label has ``percent_lv`` scar."""
-        z = self.presence_intercept + self.presence_slope * presence_feature(percent_lv)
+    def _decide(self, speck_free: np.ndarray, contrast_sd: float) -> ScarReading:
+        present, probability = self.scar_present(scar_percent_lv(speck_free), contrast_sd)
+        if not present:
+            speck_free[np.isin(speck_free, TOTAL_SCAR)] = MYOCARDIUM
+        return ScarReading(speck_free, present, probability, contrast_sd)
+
+    def scar_present(self, percent_lv: float | None, contrast_sd: float) -> tuple[bool, float]:
+        """(scar present, its probability) for a speck-free label with ``percent_lv`` scar this enhanced."""
+        log_percent, contrast = presence_features(percent_lv, contrast_sd)
+        z = self.presence_intercept + self.presence_slope * log_percent + self.presence_contrast_slope * contrast
         p = float(expit(z))  # scipy's logistic: no overflow for large |z|
         return p >= 0.5, p
 
-    def spread_pp(self, pass_labels: np.ndarray, spacing_mm) -> float:
-        """SD of scar % LV over passes labelled by :func:`label_passes`, each through :meth:`finalise`."""
-        return float(np.std([scar_percent_lv(self.finalise(label, spacing_mm).label) or 0.0 for label in pass_labels]))
+    def spread_pp(self, pass_labels: np.ndarray, spacing_mm, contrast_sd: float) -> float:
+        """SD of scar % LV over passes labelled by :func:`label_passes`, each through the rules.
+
+        Every pass's scar is decided with the answer's ``contrast_sd`` (:attr:`ScarReading.contrast_sd`),
+        and rule 3 is left out: the passes are boxes of the model grid, and the study's intensities lie
+        on the input grid. Growth moves every pass alike, so the spread, a dispersion, is little changed.
+        """
+        area = self.min_scar_area_mm2
+        percents = [
+            scar_percent_lv(self._decide(remove_scar_specks(label, spacing_mm, area), contrast_sd).label) or 0.0
+            for label in pass_labels
+        ]
+        return float(np.std(percents))
 
     def _bounds(self, q: float, percent_lv: float, spread_pp: float) -> tuple[float, float]:
         """:math:`\\hat y \\pm q (\\sigma + f)`, clipped to 0-100 %."""
@@ -199,6 +288,23 @@ def load_shipped(path: str | Path = CALIBRATION_FILE) -> tuple[Calibration | Non
         return None, f"no calibration file at {path}"
     except (OSError, ValueError, TypeError) as e:  # truncated JSON, foreign keys
         return None, f"calibration file {path} is unreadable ({type(e).__name__}: {e})"
+
+
+def _rule_text(calibration: Calibration) -> str:
+    """The rules as applied, in words; steps cross-validation switched off are not named."""
+    steps = []
+    if calibration.min_scar_area_mm2 > 0:
+        steps.append(f"scar components under {calibration.min_scar_area_mm2:g} mm^2 per slice removed")
+    steps.append(
+        "a logistic model of log(0.1 + scar % LV) and of the scar's contrast to the rest of the wall (in that "
+        "rest's SDs); below probability 0.5 the study reads 'no scar' and its scar is shown as myocardium"
+    )
+    if calibration.scar_growth_sd is not None:
+        steps.append(
+            f"in a study read as scar, myocardium brighter than the rest of the wall's median + "
+            f"{calibration.scar_growth_sd:g} robust SDs and connected to the scar made scar"
+        )
+    return ", then ".join(steps)
 
 
 def calibrated_figures(
@@ -232,13 +338,8 @@ def calibrated_figures(
     out["scar_present"] = {
         "value": reading.present,
         "probability": round(reading.probability, 3),
-        "rule": (
-            f"scar components under {calibration.min_scar_area_mm2:g} mm^2 per slice removed, then a logistic model"
-            if calibration.min_scar_area_mm2 > 0
-            else "a logistic model"  # cross-validation chose no speck area
-        )
-        + " of log(0.1 + scar % LV); below probability 0.5 the study reads 'no scar' and its scar is shown as "
-        "myocardium",
+        "rule": _rule_text(calibration),
+        "scar_contrast_sd": round(reading.contrast_sd, 2),
         "cross_validation": cv.get("scar_presence"),
     }
     percent, lv_mass = assessed.get("scar_percent_lv_mass"), assessed.get("lv_myocardial_mass_g")

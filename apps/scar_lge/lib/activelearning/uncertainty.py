@@ -18,6 +18,12 @@ from ..transforms.pipelines import preprocess
 
 logger = logging.getLogger(__name__)
 
+# Dropout passes per study. Against a 32-sample ranking of the 65 EMIDEC exams (benchmarks/mc_samples.py,
+# 3 seeds each), 6 samples rank almost as 8 do (Spearman 0.964 vs 0.980) and put as many of its 10 most
+# uncertain exams in their own top 10 (8.0 of 10 for both), for three quarters of the time: what brings
+# 100 studies under a minute on one CPU thread.
+MC_SAMPLES = 6
+
 
 def mutual_information(samples: torch.Tensor) -> torch.Tensor:
     r"""Per-voxel disagreement between Monte-Carlo dropout samples (BALD, Houlsby et al. 2011).
@@ -49,7 +55,7 @@ class MyocardialUncertainty:
         ValueError: fewer than 2 samples.
     """
 
-    def __init__(self, store: ModelStore, *, samples: int = 8, device: str | None = None):
+    def __init__(self, store: ModelStore, *, samples: int = MC_SAMPLES, device: str | None = None):
         if samples < 2:
             raise ValueError(f"Monte-Carlo dropout needs at least 2 samples, got {samples}.")
         self.store = store

@@ -21,6 +21,7 @@ from monailabel.utils.others.generic import strtobool
 from ..activelearning.parts import ActiveLearningParts
 from ..activelearning.scoring import ScarUncertaintyScoring
 from ..activelearning.strategies import FirstStrategy, RandomStrategy, ScarUncertaintyStrategy
+from ..activelearning.uncertainty import MC_SAMPLES
 from ..constants import LABELS, MODEL_NAME
 from ..infers.scar import ScarInfer
 from ..infers.semiauto import RULES, SemiAutoScarInfer
@@ -67,7 +68,7 @@ class ScarSettings:
     epochs: int = 5
     lr: float = 1e-4
     val_split: float = 0.2
-    mc_samples: int = 8
+    mc_samples: int = MC_SAMPLES
     reserve_minutes: float = 15.0
     multi_gpu: bool = True
     cpu_ranks: int = 1

@@ -161,7 +161,9 @@ class ScarInfer(BasicInferTask):
         image = data[IMAGE]
         data = super().run_inferer(data, convert_to_batch=convert_to_batch, device=device)
         passes = torch.as_tensor(data[PRED]).float().cpu()  # (P, K, H, W, D): one per flip pass, see _FlipPasses
-        data["flip_spread_pp"] = self._flip_spread(passes, [float(v) for v in image.pixdim[:3]])
+        if self.calibration is not None:  # the spread is taken in the writer, once the answer's contrast is known
+            data["flip_pass_labels"] = label_passes(passes)
+            data["model_spacing_mm"] = [float(v) for v in image.pixdim[:3]]
         # Carry the image's transform trace onto the probabilities so Invertd can undo the resampling.
         data[PRED] = MetaTensor(passes.mean(dim=0), meta=image.meta, applied_operations=list(image.applied_operations))
         # Asked of the very network that segmented (kept in data, not on the shared task, so concurrent
@@ -169,12 +171,6 @@ class ScarInfer(BasicInferTask):
         center, found = data["model_network"].locate(image.as_tensor().to(device))
         data["localisation"] = {"center_vox": list(center), "heart_found": found}
         return data
-
-    def _flip_spread(self, passes: torch.Tensor, spacing_mm: list[float]) -> float | None:
-        """SD of scar % LV over the flip passes, exactly as the calibration was fitted (lib/calibration.py)."""
-        if self.calibration is None:
-            return None
-        return self.calibration.spread_pp(label_passes(passes), spacing_mm)
 
     def post_transforms(self, data=None):
         return [
@@ -189,10 +185,15 @@ class ScarInfer(BasicInferTask):
         geometry = read_geometry(image_path)
         if label.shape != geometry.size:
             raise RuntimeError(f"prediction {label.shape} is not on the input grid {geometry.size}")
-        reading = None
+        intensities = read_voxels(image_path)
+        reading, flip_spread_pp = None, None
         if self.calibration is not None:  # specks and a "no scar" study's scar, as cross-validation chose
-            reading = self.calibration.finalise(label, geometry.spacing)
+            reading = self.calibration.finalise(label, geometry.spacing, intensities)
             label = reading.label
+            # SD of scar % LV over the flip passes, exactly as the calibration was fitted (lib/calibration.py).
+            flip_spread_pp = self.calibration.spread_pp(
+                data["flip_pass_labels"], data["model_spacing_mm"], reading.contrast_sd
+            )
         out_path = write_label_file(
             label,
             image_path,
@@ -212,14 +213,14 @@ class ScarInfer(BasicInferTask):
             spacing_recorded=facts.spacing_recorded,
         )
         # The clinical report of this very label (grey zone, transmurality, AHA segments), under the same rules.
-        report = build_report(label, geometry, facts, assessed, image=read_voxels(image_path))
+        report = build_report(label, geometry, facts, assessed, image=intensities)
         result = {
             **assessed,
             **calibrated_figures(
                 self.calibration,
                 reading,
                 assessed,
-                data.get("flip_spread_pp"),
+                flip_spread_pp,
                 unavailable=self.calibration_problem,
             ),
             "report": report,
