@@ -26,7 +26,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +105,7 @@ def cv_summary(folds: list[list[dict]]) -> dict:
 
 
 SPREADS = ("flip_passes", "mc_dropout", "none")  # where an interval's per-study spread comes from
-MC_SAMPLES = 8
+MC_SPREAD_SAMPLES = 8  # dropout samples of the Monte-Carlo spread compared with the flip spread (not scoring's)
 
 
 def _percent(label: np.ndarray) -> float:
@@ -116,7 +116,7 @@ def out_of_fold_predictions(folder: Path, real: str, n_folds: int, parser) -> li
     """Each EMIDEC case predicted by the fold model that never saw it; cached in ``folder/oof.npz``.
 
     Per case: the image, the expert label, the flip-averaged and the single-pass prediction (as inference
-    labels them, before the calibrated rules), and each flip pass and :data:`MC_SAMPLES` Monte-Carlo
+    labels them, before the calibrated rules), and each flip pass and :data:`MC_SPREAD_SAMPLES` Monte-Carlo
     dropout samples labelled for the spread (:func:`lib.calibration.label_passes`).
     """
     root = Path(real) / "emidec_png"
@@ -151,7 +151,9 @@ def out_of_fold_predictions(folder: Path, real: str, n_folds: int, parser) -> li
             with torch.no_grad():
                 passes = network(image, keep_passes=True)[:, 0].float().cpu()  # (P, K, H, W, D)
                 enable_mc_dropout(network)
-                samples = torch.stack([network(image, flip_tta=False)[0].float().cpu() for _ in range(MC_SAMPLES)])
+                samples = torch.stack(
+                    [network(image, flip_tta=False)[0].float().cpu() for _ in range(MC_SPREAD_SAMPLES)]
+                )
                 network.eval()
             out.append(
                 {
@@ -177,41 +179,64 @@ def out_of_fold_predictions(folder: Path, real: str, n_folds: int, parser) -> li
 SPACING = EMIDEC_PNG_NOMINAL_SPACING_MM
 
 
-def _fit(cases: list[dict], spread: str, level: float) -> Calibration:
+def _fit(cases: list[dict], spread: str, level: float) -> tuple[Calibration, dict]:
     """Choose the speck area, fit scar presence and the interval quantiles on ``cases``.
 
     The speck area and the growth's SD multiple maximise the mean scar Dice over all cases after the rules,
-    a normal case scoring 1 when it reads "no scar" and 0 otherwise (ties: the first candidates, i.e. the
-    smaller area and no growth).
+    a normal case scoring 1 when it reads "no scar" and 0 otherwise (ties: the first pair examined, i.e.
+    the smaller area, then the earlier of :data:`SCAR_GROWTH_SDS`: no growth, 2.0, 2.5, 3.0).
+
+    Returns the calibration and, for comparison, the pooled quantiles (one for both groups) and which
+    group quantiles fell back to them for want of scores.
     """
     best = None
     for area in SPECK_AREAS_MM2:
         cleaned = [remove_scar_specks(c["pred"], SPACING, area) for c in cases]
-        intercept, slope, contrast_slope = fit_presence(
+        intercept, slope, contrast_slope, contrast_range = fit_presence(
             [scar_percent_lv(x) for x in cleaned],
             [scar_contrast_sd(c["intensities"], x) for c, x in zip(cases, cleaned, strict=True)],
             [_has_scar(c) for c in cases],
         )
         for growth in SCAR_GROWTH_SDS:  # rule 3 acts after the decision, so the presence fit holds for each
             trial = Calibration(
-                area, intercept, slope, level, 0.0, 0.0, presence_contrast_slope=contrast_slope, scar_growth_sd=growth
+                area,
+                intercept,
+                slope,
+                level,
+                0.0,
+                0.0,
+                presence_contrast_slope=contrast_slope,
+                presence_contrast_range=contrast_range,
+                scar_growth_sd=growth,
             )
             finals = [trial.finalise(c["pred"], SPACING, c["intensities"]).label for c in cases]
             score = float(np.mean([_scar_score(f, c["truth"]) for f, c in zip(finals, cases, strict=True)]))
             if best is None or score > best[0] + 1e-9:
                 best = (score, trial)
     calibration = best[1]
-    percent_scores, mass_scores = [], []
+    scores: dict[bool, dict[str, list[float]]] = {group: {"percent": [], "mass": []} for group in (True, False)}
     for c in cases:
         inputs = _interval_inputs(calibration, c, spread)
         if inputs is None:
             continue
-        predicted, spread_pp, truth_pct, truth_mass_pct = inputs
-        percent_scores.append(conformity_score(truth_pct, predicted, spread_pp, calibration.spread_floor_pp))
-        mass_scores.append(conformity_score(truth_mass_pct, predicted, spread_pp, calibration.spread_floor_pp))
-    calibration.interval_q_percent = conformal_quantile(percent_scores, level)
-    calibration.interval_q_mass = conformal_quantile(mass_scores, level)
-    return calibration
+        predicted, spread_pp, truth_pct, truth_mass_pct, present = inputs
+        floor = calibration.spread_floor_pp
+        scores[present]["percent"].append(conformity_score(truth_pct, predicted, spread_pp, floor))
+        scores[present]["mass"].append(conformity_score(truth_mass_pct, predicted, spread_pp, floor))
+    # Mondrian: one quantile per group (read as scar or not); a group too small for one takes the pooled one.
+    quantiles, extras = {}, {"pooled": {}, "fell_back_to_pooled": []}
+    for kind in ("percent", "mass"):
+        pooled = conformal_quantile(scores[True][kind] + scores[False][kind], level)
+        extras["pooled"][kind] = pooled
+        for group in (True, False):
+            q = conformal_quantile(scores[group][kind], level)
+            if not math.isfinite(q):
+                extras["fell_back_to_pooled"].append(f"{'scar' if group else 'no scar'} {kind}")
+            quantiles[group, kind] = q if math.isfinite(q) else pooled
+    calibration.interval_q_percent, calibration.interval_q_mass = quantiles[True, "percent"], quantiles[True, "mass"]
+    calibration.interval_q_percent_no_scar = quantiles[False, "percent"]
+    calibration.interval_q_mass_no_scar = quantiles[False, "mass"]
+    return calibration, extras
 
 
 def _has_scar(case: dict) -> bool:
@@ -223,8 +248,11 @@ def _scar_score(pred: np.ndarray, truth: np.ndarray) -> float:
     return dice(np.isin(pred, TOTAL_SCAR), np.isin(truth, TOTAL_SCAR))
 
 
-def _interval_inputs(calibration: Calibration, case: dict, spread: str) -> tuple[float, float, float, float] | None:
-    """Predicted scar % LV, its spread, the expert's scar % LV and expert scar mass as % of predicted LV mass.
+def _interval_inputs(
+    calibration: Calibration, case: dict, spread: str
+) -> tuple[float, float, float, float, bool] | None:
+    """Predicted scar % LV, its spread, the expert's scar % LV, expert scar mass as % of predicted LV mass,
+    and whether the study reads as scar (the interval's group).
 
     None when no LV wall was predicted: inference withholds every percentage then (``no_myocardium``).
     """
@@ -237,7 +265,7 @@ def _interval_inputs(calibration: Calibration, case: dict, spread: str) -> tuple
     spread_pp = 0.0 if spread == "none" else calibration.spread_pp(case[spread], SPACING, reading.contrast_sd)
     truth = case["truth"]
     truth_mass_pct = 100.0 * int(np.isin(truth, TOTAL_SCAR).sum()) / predicted_wall
-    return predicted, spread_pp, _percent(truth), truth_mass_pct
+    return predicted, spread_pp, _percent(truth), truth_mass_pct, reading.present
 
 
 def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", level: float = INTERVAL_LEVEL) -> dict:
@@ -246,9 +274,18 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
     For each fold, the rules are fitted on the other folds' out-of-fold predictions and judged on this
     one, so every figure below is measured on cases that neither the network nor the rules saw.
     """
-    judged, rows, chosen_areas, chosen_growth = [], [], [], []
+    judged, rows, chosen_areas, chosen_growth, fallbacks = [], [], [], [], []
     for k in range(n_folds):
-        fit = _fit([c for c in cases if c["fold"] != k], spread, level)
+        fit, extras = _fit([c for c in cases if c["fold"] != k], spread, level)
+        fallbacks.append(extras["fell_back_to_pooled"])
+        # The same rules with one pooled quantile for both groups: what the Mondrian split changes.
+        pooled_fit = replace(
+            fit,
+            interval_q_percent=extras["pooled"]["percent"],
+            interval_q_mass=extras["pooled"]["mass"],
+            interval_q_percent_no_scar=None,
+            interval_q_mass_no_scar=None,
+        )
         chosen_areas.append(fit.min_scar_area_mm2)
         chosen_growth.append(fit.scar_growth_sd)
         fold = []
@@ -269,16 +306,20 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
                 "predicted_scar_percent_lv": None,
                 "interval": None,
                 "percent_covered": None,
+                "percent_covered_pooled_quantile": None,
                 "mass_covered": None,
             }
             if inputs is not None:
-                predicted, spread_pp, truth_pct, truth_mass_pct = inputs
-                low, high = fit.percent_interval(predicted, spread_pp)
-                mass_low, mass_high = fit.mass_interval(predicted, spread_pp, 100.0)  # in % of predicted LV mass
+                predicted, spread_pp, truth_pct, truth_mass_pct, present = inputs
+                low, high = fit.percent_interval(predicted, spread_pp, present=present)
+                # in % of predicted LV mass
+                mass_low, mass_high = fit.mass_interval(predicted, spread_pp, 100.0, present=present)
+                pooled_low, pooled_high = pooled_fit.percent_interval(predicted, spread_pp, present=present)
                 row.update(
                     predicted_scar_percent_lv=round(predicted, 2),
                     interval=[low, high],
                     percent_covered=low <= truth_pct <= high,
+                    percent_covered_pooled_quantile=pooled_low <= truth_pct <= pooled_high,
                     mass_covered=mass_low <= truth_mass_pct <= mass_high,
                 )
             rows.append(row)
@@ -316,9 +357,26 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
             "median_percent_width_pp_infarct_cases": median_width(infarct_with_interval),
             "cases": len(with_interval),
             "cases_without_predicted_wall": len(rows) - len(with_interval),
+            # Mondrian: coverage within each group of the presence answer, and with one pooled quantile.
+            "scar_percent_lv_coverage_by_group": {
+                "read_as_scar": _count(with_interval, "percent_covered", lambda r: r["scar_present"]),
+                "read_as_no_scar": _count(with_interval, "percent_covered", lambda r: not r["scar_present"]),
+                "infarcts_read_as_no_scar": _count(
+                    with_interval, "percent_covered", lambda r: r["infarct"] and not r["scar_present"]
+                ),
+            },
+            "scar_percent_lv_coverage_pooled_quantile": {
+                "all": share("percent_covered_pooled_quantile", with_interval),
+                "infarct_cases": share("percent_covered_pooled_quantile", infarct_with_interval),
+                "read_as_no_scar": _count(
+                    with_interval, "percent_covered_pooled_quantile", lambda r: not r["scar_present"]
+                ),
+            },
+            "group_quantiles_that_fell_back_to_pooled_per_fold": fallbacks,
         },
     }
-    final = _fit(cases, spread, level)
+    final, extras = _fit(cases, spread, level)
+    figures["intervals"]["group_quantiles_that_fell_back_to_pooled_all_cases"] = extras["fell_back_to_pooled"]
     final.cross_validation = figures
     return {"figures": figures, "calibration": final, "per_case": rows}
 
@@ -345,7 +403,7 @@ def shipped_rules_on_held_out(network, root: Path, cases: dict, held_out: list[s
         judged.append(judge(name, reading.label, truth, study.voxel_ml))
         predicted = _percent(reading.label)
         spread_pp = calibration.spread_pp(label_passes(passes), SPACING, reading.contrast_sd)
-        low, high = calibration.percent_interval(predicted, spread_pp)
+        low, high = calibration.percent_interval(predicted, spread_pp, present=reading.present)
         rows.append(
             {
                 "name": name,
@@ -371,6 +429,12 @@ def shipped_rules_on_held_out(network, root: Path, cases: dict, held_out: list[s
         "interval_coverage": f"{sum(r['covered'] for r in rows)} of {len(rows)}",
         "per_case": rows,
     }
+
+
+def _count(rows: list[dict], key: str, member) -> str:
+    """'covered of n' over the rows ``member`` picks."""
+    picked = [r for r in rows if member(r)]
+    return f"{sum(bool(r[key]) for r in picked)} of {len(picked)}"
 
 
 def _per_case_table(rows: list[dict]) -> str:

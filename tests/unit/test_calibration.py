@@ -87,12 +87,17 @@ def test_presence_model_learns_which_side_is_scar():
     percents = [0.0, 0.2, 0.5, 1.0, 0.3, 8.0, 12.0, 20.0, 15.0, 6.0]
     contrasts = [0.0, 0.5, 1.0, 0.8, 0.2, 3.0, 4.0, 3.5, 2.5, 3.2]
     truth = [False] * 5 + [True] * 5
-    intercept, slope, contrast_slope = fit_presence(percents, contrasts, truth)
+    intercept, slope, contrast_slope, contrast_range = fit_presence(percents, contrasts, truth)
     calibration = _calibration(
-        presence_intercept=intercept, presence_slope=slope, presence_contrast_slope=contrast_slope
+        presence_intercept=intercept,
+        presence_slope=slope,
+        presence_contrast_slope=contrast_slope,
+        presence_contrast_range=contrast_range,
     )
-    assert slope > 0 and contrast_slope > 0
+    assert slope > 0 and contrast_slope > 0 and contrast_range == [0.0, 4.0]
     assert [calibration.scar_present(p, c)[0] for p, c in zip(percents, contrasts, strict=True)] == truth
+    # A contrast far beyond the fitted ones (a sequence nulling myocardium far better) is clipped, not extrapolated.
+    assert calibration.scar_present(0.5, 40.0) == calibration.scar_present(0.5, 4.0)
 
 
 def test_scar_contrast_is_in_sds_of_the_rest_of_the_wall_whatever_the_intensity_scale():
@@ -103,6 +108,8 @@ def test_scar_contrast_is_in_sds_of_the_rest_of_the_wall_whatever_the_intensity_
     assert scar_contrast_sd(3.0 * image + 40.0, heart) == pytest.approx(contrast, rel=1e-6)  # float32 image
     assert abs(scar_contrast_sd(_lge(heart, enhanced=False), heart)) < 1.0  # not enhanced: no contrast
     assert scar_contrast_sd(image, _heart(scar_pixels=0)) == 0.0  # no scar
+    only_mvo = np.where(heart == SCAR, MVO, heart)
+    assert scar_contrast_sd(image, only_mvo) == 0.0  # MVO, dark by definition, is not the enhanced scar
     with pytest.raises(ValueError, match="one grid"):
         scar_contrast_sd(image[..., :2], heart)
 
@@ -123,6 +130,26 @@ def test_enhanced_wall_joins_the_scar_it_touches_and_only_that():
     assert np.array_equal(grow_enhanced_scar(_heart(0), image, 2.0), _heart(0))  # nothing to grow from
 
 
+def test_growth_stays_on_the_slices_where_scar_was_drawn():
+    # The infarct is enhanced on slices 0-2 (right over one another), the network drew it on slice 1 only.
+    drawn = _heart(scar_pixels=100)
+    infarct = np.where(_heart(scar_pixels=100)[..., 1:2] == SCAR, SCAR, _heart(0))
+    infarct[..., 3] = _heart(0)[..., 3]
+    grown = grow_enhanced_scar(drawn, _lge(infarct), 2.0)
+    assert (grown[..., 1] == SCAR).sum() >= 100
+    assert not np.isin(grown[..., [0, 2, 3]], (SCAR, MVO)).any()  # 6-13 mm away: no growth across slices
+
+
+def test_a_wall_at_one_value_grows_nothing():
+    # More than half the wall at one value (a clipped or coarsely quantised export): MAD = 0, so "above the
+    # median" would take every brighter voxel; no growth and no contrast instead.
+    drawn = _heart(scar_pixels=50)
+    image = np.where(drawn == MYOCARDIUM, 100.0, 300.0).astype(np.float32)
+    image[(drawn == MYOCARDIUM) & (np.mgrid[:64, :64][0] < 20)[..., None]] = 120.0  # a brighter minority
+    assert np.array_equal(grow_enhanced_scar(drawn, image, 2.0), drawn)
+    assert scar_contrast_sd(image, drawn) == 0.0
+
+
 def test_a_scar_that_is_not_enhanced_reads_as_no_scar():
     # The same 4 % of the wall labelled scar: read as scar where it is bright, as myocardium where it is not.
     calibration = _calibration(presence_intercept=-6.0, presence_slope=2.0, presence_contrast_slope=1.0)
@@ -141,9 +168,11 @@ def test_growth_follows_the_decision_and_only_in_a_scarred_study():
     grown = calibration.finalise(drawn, (1.5, 1.5, 8.0), _lge(infarct))
     assert grown.present and (grown.label[infarct == SCAR] == SCAR).all()  # grown to the enhanced extent
     assert ((grown.label == SCAR) & (infarct != SCAR)).sum() < 10  # beyond it, a few noise voxels over 2 SD
-    # Too little scar to read as scar, next to a large enhanced region: no growth can revive it.
+    # A dull speck the decision rejects, next to an enhanced region: no growth can revive it.
     speck = _heart(scar_pixels=8)  # 18 mm^2: over the speck area, so only the decision can remove it
-    reading = calibration.finalise(speck, (1.5, 1.5, 8.0), _lge(infarct))
+    image = _lge(infarct)
+    image[speck == SCAR] = 100.0  # as dull as myocardium
+    reading = calibration.finalise(speck, (1.5, 1.5, 8.0), image)
     assert not reading.present and not np.isin(reading.label, (SCAR, MVO)).any()
 
 
@@ -168,7 +197,7 @@ def test_normalised_conformal_intervals_cover_new_cases_at_the_level():
     covered = [
         lo <= t <= hi
         for p, s, t in zip(predicted, spread, truth, strict=True)
-        for lo, hi in [calibration.percent_interval(p, s)]
+        for lo, hi in [calibration.percent_interval(p, s, present=True)]
         if p - q * (s + 1) >= 0  # unclipped: clipping at 0 % only widens the interval
     ]
     assert 0.87 <= np.mean(covered) <= 0.94
@@ -176,9 +205,17 @@ def test_normalised_conformal_intervals_cover_new_cases_at_the_level():
 
 def test_intervals_are_clipped_and_the_mass_one_follows_lv_mass():
     calibration = _calibration()
-    assert calibration.percent_interval(1.0, 0.5) == [0.0, 4.0]  # 1 -+ 2 x 1.5
-    assert calibration.percent_interval(99.0, 0.0) == [97.0, 100.0]
-    assert calibration.mass_interval(10.0, 1.0, 120.0) == [4.8, 19.2]  # 120 g x (10 -+ 3 x 2) %
+    assert calibration.percent_interval(1.0, 0.5, present=True) == [0.0, 4.0]  # 1 -+ 2 x 1.5
+    assert calibration.percent_interval(99.0, 0.0, present=True) == [97.0, 100.0]
+    assert calibration.mass_interval(10.0, 1.0, 120.0, present=True) == [4.8, 19.2]  # 120 g x (10 -+ 3 x 2) %
+
+
+def test_a_study_read_as_scar_free_takes_its_own_groups_quantiles():
+    calibration = _calibration(interval_q_percent_no_scar=5.0, interval_q_mass_no_scar=6.0)
+    assert calibration.percent_interval(0.0, 0.0, present=False) == [0.0, 5.0]
+    assert calibration.mass_interval(0.0, 0.0, 100.0, present=False) == [0.0, 6.0]
+    assert calibration.percent_interval(0.0, 0.0, present=True) == [0.0, 2.0]
+    assert _calibration().percent_interval(0.0, 0.0, present=False) == [0.0, 2.0]  # no group quantiles: pooled
 
 
 def _assessed(label, **kwargs):

@@ -8,7 +8,7 @@ from lib.configs.scar import parse_settings
 def test_defaults_and_casts(monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", "/data")
     s = parse_settings({"epochs": "3", "lr": "0.001"}, "/app")
-    assert (s.epochs, s.lr, s.val_split, s.mc_samples) == (3, 0.001, 0.2, 8)
+    assert (s.epochs, s.lr, s.val_split, s.mc_samples) == (3, 0.001, 0.2, 6)
     assert s.model_dir == "/data/scar_lge/models"  # published models never go into the source tree
 
 

@@ -84,3 +84,5 @@ def test_the_protocol_reports_what_the_issue_asks():
     assert 0.7 <= intervals["scar_percent_lv_coverage"] <= 1.0 and intervals["cases"] == 40
     assert len(result["per_case"]) == 40
     assert result["calibration"].interval_q_percent > 0
+    # One quantile per group by the presence decision (Mondrian): here normal exams' errors are ~0 points.
+    assert result["calibration"].interval_q_percent_no_scar < result["calibration"].interval_q_percent
