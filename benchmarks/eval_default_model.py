@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "apps" / "scar_lge"))
 
 from lib.calibration import (  # noqa: E402
     INTERVAL_LEVEL,
-    SCAR_GROWTH_SDS,
+    SCAR_GROWTH_FRACTIONS,
     SPECK_AREAS_MM2,
     Calibration,
     conformal_quantile,
@@ -184,7 +184,7 @@ def _fit(cases: list[dict], spread: str, level: float) -> tuple[Calibration, dic
 
     The speck area and the growth's SD multiple maximise the mean scar Dice over all cases after the rules,
     a normal case scoring 1 when it reads "no scar" and 0 otherwise (ties: the first pair examined, i.e.
-    the smaller area, then the earlier of :data:`SCAR_GROWTH_SDS`: no growth, 2.0, 2.5, 3.0).
+    the smaller area, then the earlier of :data:`SCAR_GROWTH_FRACTIONS`: no growth, 0.5, 0.65, 0.8).
 
     Returns the calibration and, for comparison, the pooled quantiles (one for both groups) and which
     group quantiles fell back to them for want of scores.
@@ -197,7 +197,7 @@ def _fit(cases: list[dict], spread: str, level: float) -> tuple[Calibration, dic
             [scar_contrast_sd(c["intensities"], x) for c, x in zip(cases, cleaned, strict=True)],
             [_has_scar(c) for c in cases],
         )
-        for growth in SCAR_GROWTH_SDS:  # rule 3 acts after the decision, so the presence fit holds for each
+        for growth in SCAR_GROWTH_FRACTIONS:  # rule 3 acts after the decision, so the presence fit holds for each
             trial = Calibration(
                 area,
                 intercept,
@@ -207,7 +207,7 @@ def _fit(cases: list[dict], spread: str, level: float) -> tuple[Calibration, dic
                 0.0,
                 presence_contrast_slope=contrast_slope,
                 presence_contrast_range=contrast_range,
-                scar_growth_sd=growth,
+                scar_growth_fraction=growth,
             )
             finals = [trial.finalise(c["pred"], SPACING, c["intensities"]).label for c in cases]
             score = float(np.mean([_scar_score(f, c["truth"]) for f, c in zip(finals, cases, strict=True)]))
@@ -287,7 +287,7 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
             interval_q_mass_no_scar=None,
         )
         chosen_areas.append(fit.min_scar_area_mm2)
-        chosen_growth.append(fit.scar_growth_sd)
+        chosen_growth.append(fit.scar_growth_fraction)
         fold = []
         for c in (c for c in cases if c["fold"] == k):
             reading = fit.finalise(c["pred"], SPACING, c["intensities"])
@@ -338,7 +338,7 @@ def calibrate(cases: list[dict], n_folds: int, spread: str = "flip_passes", leve
     figures = {
         **cv_summary(judged),
         "speck_area_mm2_chosen_per_fold": chosen_areas,
-        "scar_growth_sd_chosen_per_fold": chosen_growth,
+        "scar_growth_fraction_chosen_per_fold": chosen_growth,
         "scar_presence": {
             "sensitivity": share("scar_present", positives),
             "specificity": round(1.0 - share("scar_present", negatives), 3),

@@ -12,11 +12,14 @@ predictions (each EMIDEC exam judged by the fold model that never saw it) and sh
    scar voxels become myocardium, so a normal heart reads 0 g instead of a sum of specks. LGE scar is
    enhanced by definition; the network's false scar in normal hearts mostly is not.
 3. **Enhanced wall next to scar**, in a study read as scar (:func:`grow_enhanced_scar`): myocardium
-   brighter than the rest of the wall's median plus ``scar_growth_sd`` robust SDs, and connected
-   through such voxels to the network's scar, becomes scar. The network draws infarcts too small
-   (out-of-fold scar % LV bias -3.5 points); the SD multiple, or none, is chosen among
-   :data:`SCAR_GROWTH_SDS` by cross-validation. After rule 2, so that it cannot make a normal heart's
-   specks look like an infarct.
+   brighter than the level ``scar_growth_fraction`` of the way from the rest of the wall's median to
+   the scar's median, and connected in plane through such voxels to the network's scar, becomes scar.
+   The network draws infarcts too small (out-of-fold scar % LV bias -3.5 points); the fraction, or
+   none, is chosen among :data:`SCAR_GROWTH_FRACTIONS` by cross-validation. After rule 2, so that it
+   cannot make a normal heart's specks look like an infarct. A level between two medians, not a
+   multiple of the noise SD: resampling a study to another grid changes its noise SD, and a threshold
+   in SDs then moved its scar mass by over 5 % (a real exam at 1.15x its pixel size); the area above
+   a level half-way between two plateaus hardly moves when the image is blurred.
 4. **Intervals** (split-conformal, normalised): with :math:`\hat y` the predicted scar % LV and
    :math:`\sigma` the SD of scar % LV over the four flip passes of the segmenter (each labelled as the
    answer is: argmax, clean-up, rules 1-2, rule 2 with the answer's own :math:`c`; not rule 3), the interval is
@@ -62,7 +65,7 @@ from .transforms.anatomy import AnatomicalCleanup
 CALIBRATION_FILE = Path(__file__).resolve().parents[1] / "model" / "calibration.json"
 
 SPECK_AREAS_MM2 = (0.0, 10.0, 25.0, 50.0, 100.0)  # candidates compared by cross-validation
-SCAR_GROWTH_SDS = (None, 2.0, 2.5, 3.0)  # candidates compared by cross-validation; None: no growth
+SCAR_GROWTH_FRACTIONS = (None, 0.5, 0.65, 0.8)  # candidates compared by cross-validation; None: no growth
 SPREAD_FLOOR_PP = 1.0  # four flip passes that agree are not certainty: every interval has this much spread
 PRESENCE_OFFSET_PP = 0.1  # log(0.1 + s): a scar-free prediction (s = 0) stays finite
 MIN_WALL_VOXELS_FOR_CONTRAST = 20  # fewer non-scar wall voxels give no usable SD: contrast 0
@@ -99,31 +102,32 @@ def _median_and_robust_sd(values: np.ndarray) -> tuple[float, float]:
     return median, 1.4826 * float(np.median(np.abs(values - median)))
 
 
-def grow_enhanced_scar(label: np.ndarray, image: np.ndarray, n_sd: float | None) -> np.ndarray:
+def grow_enhanced_scar(label: np.ndarray, image: np.ndarray, fraction: float | None) -> np.ndarray:
     r"""``label`` with enhanced myocardium that touches its scar turned into scar.
 
-    With :math:`m` the median and :math:`s = 1.4826\,\mathrm{MAD}` a robust SD of the intensities of the
-    myocardium-labelled voxels, the candidates are myocardium voxels brighter than :math:`m + n s`; a
-    candidate becomes scar when it is connected to scar (or MVO) on its own slice through candidates
-    (4-connected in plane: LGE slices lie 6-13 mm apart, so growth never crosses to a slice where no
-    scar was drawn). Robust statistics because the myocardium label still holds the enhanced voxels this
-    rule looks for. No growth when ``n_sd`` is None, the label has no scar, fewer than
-    :data:`MIN_WALL_VOXELS_FOR_CONTRAST` myocardium voxels, or :math:`s = 0` (more than half the wall at
-    one value, as in clipped or coarsely quantised exports: any brighter voxel would pass).
+    With :math:`m` the median intensity of the myocardium-labelled voxels and :math:`S` that of the scar
+    (label 3), the candidates are myocardium voxels brighter than :math:`m + f (S - m)`; a candidate
+    becomes scar when it is connected to scar (or MVO) on its own slice through candidates (4-connected
+    in plane: LGE slices lie 6-13 mm apart, so growth never crosses to a slice where no scar was
+    drawn). Medians, because the myocardium label still holds the enhanced voxels this rule looks for.
+    No growth when ``fraction`` is None, the label has no scar, fewer than
+    :data:`MIN_WALL_VOXELS_FOR_CONTRAST` myocardium voxels, or a scar no brighter than the wall.
 
     Shape: ``label`` and ``image`` (H, W, D) on one grid. Returns a new array.
     """
     out = np.array(label, copy=True)
     scar = np.isin(out, TOTAL_SCAR)
     rest = out == MYOCARDIUM
-    if n_sd is None or not scar.any() or rest.sum() < MIN_WALL_VOXELS_FOR_CONTRAST:
+    enhanced = out == SCAR
+    if fraction is None or not enhanced.any() or rest.sum() < MIN_WALL_VOXELS_FOR_CONTRAST:
         return out
     if image.shape != label.shape:
         raise ValueError(f"image {image.shape} and label {label.shape} must lie on one grid")
-    median, robust_sd = _median_and_robust_sd(image[rest])
-    if robust_sd <= 0.0:
+    wall_level = float(np.median(image[rest].astype(np.float64)))
+    scar_level = float(np.median(image[enhanced].astype(np.float64)))
+    if scar_level <= wall_level:
         return out
-    candidates = rest & (image > median + n_sd * robust_sd)
+    candidates = rest & (image > wall_level + fraction * (scar_level - wall_level))
     in_plane = ndimage.generate_binary_structure(3, 1)
     in_plane[..., 0] = in_plane[..., 2] = False
     components, _ = ndimage.label(candidates | scar, in_plane)
@@ -237,7 +241,7 @@ class Calibration:
     interval_q_mass: float
     presence_contrast_slope: float = 0.0  # of scar_contrast_sd; 0 in a calibration fitted before it existed
     presence_contrast_range: list[float] | None = None  # contrasts the model was fitted on; others are clipped
-    scar_growth_sd: float | None = None  # rule 3; None: off (and in a calibration fitted before it existed)
+    scar_growth_fraction: float | None = None  # rule 3; None: off (and in a calibration fitted before it existed)
     interval_q_percent_no_scar: float | None = None  # for studies read as "no scar"; None: interval_q_percent
     interval_q_mass_no_scar: float | None = None
     spread_floor_pp: float = SPREAD_FLOOR_PP
@@ -256,7 +260,7 @@ class Calibration:
         reading = self._decide(out, scar_contrast_sd(image, out))
         if not reading.present:
             return reading
-        return reading._replace(label=grow_enhanced_scar(reading.label, image, self.scar_growth_sd))
+        return reading._replace(label=grow_enhanced_scar(reading.label, image, self.scar_growth_fraction))
 
     def _decide(self, speck_free: np.ndarray, contrast_sd: float) -> ScarReading:
         present, probability = self.scar_present(scar_percent_lv(speck_free), contrast_sd)
@@ -344,10 +348,10 @@ def _rule_text(calibration: Calibration) -> str:
         f"a logistic model of log(0.1 + scar % LV){contrast}; below probability 0.5 the study reads 'no scar' "
         "and its scar is shown as myocardium"
     )
-    if calibration.scar_growth_sd is not None:
+    if calibration.scar_growth_fraction is not None:
         steps.append(
-            f"in a study read as scar, myocardium brighter than the rest of the wall's median + "
-            f"{calibration.scar_growth_sd:g} robust SDs and connected to the scar made scar"
+            f"in a study read as scar, myocardium brighter than {calibration.scar_growth_fraction:g} of the way from "
+            "the rest of the wall's median to the scar's median and connected to the scar on its slice made scar"
         )
     return ", then ".join(steps)
 
