@@ -103,21 +103,23 @@ def phase_score(studies: Path, device: str) -> dict:
 def phase_train(studies: Path, device: str) -> dict:
     import torch
 
+    from lib.configs.scar import ScarSettings, shipped_model_path
     from lib.datastore import ScarDatastore
     from lib.engine import StreamingSlices, StudyFile, train
-    from lib.label_io import read_geometry
     from lib.model import build_network, load_checkpoint
+    from lib.train_options import TrainOptions
 
     datastore = ScarDatastore(str(studies), auto_reload=False)
     files = []
     for i in datastore.get_labeled_images("final"):
         image, label = datastore.get_image_uri(i), datastore.get_label_uri(i, "final")
-        files.append(StudyFile(i, image, label, slices=read_geometry(image).size[2]))
+        files.append(StudyFile.counted(i, image, label))
     network = build_network()
-    load_checkpoint(network, str(APP_DIR / "model" / "scar.pt"))
+    load_checkpoint(network, shipped_model_path(str(APP_DIR)))
     stream = StreamingSlices(files)
     start = time.perf_counter()
-    history = train(network, stream, epochs=1, lr=1e-4, device=device, batch_size=16)
+    # The train task's defaults: --conf lr and a train request's batch_size.
+    history = train(network, stream, epochs=1, lr=ScarSettings.lr, device=device, batch_size=TrainOptions.batch_size)
     seconds = time.perf_counter() - start
     slices = sum(f.slices for f in files)
     out = {

@@ -53,6 +53,7 @@ from lib.constants import LV_WALL, MYOCARDIUM_DENSITY_G_PER_ML, TOTAL_SCAR  # no
 from lib.datasets import (  # noqa: E402
     EMIDEC_PNG_NOMINAL_SPACING_MM,
     emidec_png_cases,
+    emidec_png_study,
     kfold_cases,
     load_emidec_png_case,
     phantom_studies,
@@ -394,8 +395,8 @@ def shipped_rules_on_held_out(network, root: Path, cases: dict, held_out: list[s
         return {"not_measured": problem}
     judged, rows = [], []
     for name in held_out:
-        study = load_emidec_png_case(root, name, cases[name])
-        intensities = read_emidec_png_case(root, name, cases[name])[0]
+        intensities, expert = read_emidec_png_case(root, name, cases[name])  # read once: pixels for the rules
+        study = emidec_png_study(name, intensities, expert)
         with torch.no_grad():
             passes = network(study.image[None].to(device), keep_passes=True)[:, 0].float().cpu()
         reading = calibration.finalise(label_from_probs(passes.mean(dim=0))[0].numpy(), SPACING, intensities)
@@ -407,7 +408,7 @@ def shipped_rules_on_held_out(network, root: Path, cases: dict, held_out: list[s
         rows.append(
             {
                 "name": name,
-                "infarct": _has_scar({"truth": truth}),
+                "infarct": judged[-1]["truth_has_scar"],
                 "scar_present": reading.present,
                 "probability": round(reading.probability, 3),
                 "contrast_sd": round(reading.contrast_sd, 2),

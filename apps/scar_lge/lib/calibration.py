@@ -68,7 +68,7 @@ SPECK_AREAS_MM2 = (0.0, 10.0, 25.0, 50.0, 100.0)  # candidates compared by cross
 SCAR_GROWTH_FRACTIONS = (None, 0.5, 0.65, 0.8)  # candidates compared by cross-validation; None: no growth
 SPREAD_FLOOR_PP = 1.0  # four flip passes that agree are not certainty: every interval has this much spread
 PRESENCE_OFFSET_PP = 0.1  # log(0.1 + s): a scar-free prediction (s = 0) stays finite
-MIN_WALL_VOXELS_FOR_CONTRAST = 20  # fewer non-scar wall voxels give no usable SD: contrast 0
+MIN_REST_OF_WALL_VOXELS = 20  # fewer myocardium-labelled voxels give no usable wall level: no contrast, no growth
 INTERVAL_LEVEL = 0.9
 
 
@@ -111,7 +111,7 @@ def grow_enhanced_scar(label: np.ndarray, image: np.ndarray, fraction: float | N
     in plane: LGE slices lie 6-13 mm apart, so growth never crosses to a slice where no scar was
     drawn). Medians, because the myocardium label still holds the enhanced voxels this rule looks for.
     No growth when ``fraction`` is None, the label has no scar, fewer than
-    :data:`MIN_WALL_VOXELS_FOR_CONTRAST` myocardium voxels, or a scar no brighter than the wall.
+    :data:`MIN_REST_OF_WALL_VOXELS` myocardium voxels, or a scar no brighter than the wall.
 
     Shape: ``label`` and ``image`` (H, W, D) on one grid. Returns a new array.
     """
@@ -119,7 +119,7 @@ def grow_enhanced_scar(label: np.ndarray, image: np.ndarray, fraction: float | N
     scar = np.isin(out, TOTAL_SCAR)
     rest = out == MYOCARDIUM
     enhanced = out == SCAR
-    if fraction is None or not enhanced.any() or rest.sum() < MIN_WALL_VOXELS_FOR_CONTRAST:
+    if fraction is None or not enhanced.any() or rest.sum() < MIN_REST_OF_WALL_VOXELS:
         return out
     if image.shape != label.shape:
         raise ValueError(f"image {image.shape} and label {label.shape} must lie on one grid")
@@ -178,7 +178,7 @@ def scar_contrast_sd(image: np.ndarray, label: np.ndarray) -> float:
     on the input grid without normalisation; it is a contrast-to-noise ratio, though, so it depends on
     how well the sequence nulls myocardium, and :meth:`Calibration.scar_present` clips it to the range it
     was fitted on.
-    0 when the label has no scar, fewer than :data:`MIN_WALL_VOXELS_FOR_CONTRAST` other wall voxels,
+    0 when the label has no scar, fewer than :data:`MIN_REST_OF_WALL_VOXELS` other wall voxels,
     or :math:`s = 0`.
 
     Shape: ``image`` and ``label`` (H, W, D), on one grid.
@@ -187,7 +187,7 @@ def scar_contrast_sd(image: np.ndarray, label: np.ndarray) -> float:
         raise ValueError(f"image {image.shape} and label {label.shape} must lie on one grid")
     scar = label == SCAR
     rest = label == MYOCARDIUM
-    if not scar.any() or rest.sum() < MIN_WALL_VOXELS_FOR_CONTRAST:
+    if not scar.any() or rest.sum() < MIN_REST_OF_WALL_VOXELS:
         return 0.0
     median, robust_sd = _median_and_robust_sd(image[rest])
     if robust_sd <= 0.0:

@@ -25,6 +25,7 @@ from torch.utils.data import DistributedSampler, get_worker_info
 
 from . import distributed
 from .constants import HEART, IMAGE, LABEL, MVO, SCAR_PROBABILITY, TOTAL_SCAR
+from .label_io import read_geometry
 from .losses import build_loss
 from .metrics import overlap_dice, structure_overlap, voxel_volume_ml
 from .model import SPEC, ScarNet, crop_at, normalise_intensity, with_neighbours
@@ -148,6 +149,11 @@ class StudyFile:
     image: str
     label: str
     slices: int
+
+    @classmethod
+    def counted(cls, name: str, image: str, label: str) -> StudyFile:
+        """The study with its slices counted from the image header."""
+        return cls(name, image, label, slices=read_geometry(image).size[2])
 
     def load(self) -> Study:
         return load_study(self.image, self.label, name=self.name)

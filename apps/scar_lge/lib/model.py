@@ -208,6 +208,16 @@ class ScarNet(nn.Module):
         with torch.no_grad(), torch.autocast(volume.device.type, dtype=torch.bfloat16, enabled=volume.is_cuda):
             return heart_center(self.localise(volume.permute(3, 0, 1, 2)))
 
+    def heart_crops(self, volume: torch.Tensor) -> tuple[tuple[int, int], bool, torch.Tensor]:
+        """One study as the segmenter sees it: the heart located, its crop normalised, neighbours as channels.
+
+        Inference (:meth:`forward`) and uncertainty scoring both call this, so they cannot drift apart.
+        Shape: volume (1, H, W, D) -> (centre, found, crops (D, C, *roi_size_vox)), C = ``SPEC.segmenter_channels``.
+        """
+        center, found = self.locate(volume)
+        slices = volume.permute(3, 0, 1, 2)  # (D, 1, H, W)
+        return center, found, with_neighbours(normalise_intensity(crop_at(slices, center, SPEC.roi_size_vox)))
+
     def forward(self, image: torch.Tensor, *, flip_tta: bool = True, keep_passes: bool = False) -> torch.Tensor:
         """Class probabilities on the input grid, flip-averaged unless ``flip_tta`` is False.
 
@@ -221,11 +231,9 @@ class ScarNet(nn.Module):
         out = []
         with torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=image.is_cuda):
             for volume in image:
-                slices = volume.permute(3, 0, 1, 2)  # (D, 1, H, W)
-                center, found = self.locate(volume)
+                center, found, crops = self.heart_crops(volume)
                 if not found:
                     logger.warning("No heart found by the localiser; segmenting the image centre")
-                crops = with_neighbours(normalise_intensity(crop_at(slices, center, SPEC.roi_size_vox)))
                 passes = self.segment_passes(crops, flip_tta=flip_tta)
                 if not keep_passes:
                     passes = passes.mean(dim=0, keepdim=True)

@@ -89,7 +89,7 @@ def parse_train_options(
     return TrainOptions(
         max_epochs=_number("max_epochs", merged["max_epochs"], int, EPOCHS_RANGE),
         lr=_number("lr", merged["lr"], float, LR_RANGE),
-        batch_size=_number("batch_size", merged.get("batch_size", 16), int, BATCH_SIZE_RANGE),
+        batch_size=_number("batch_size", merged.get("batch_size", TrainOptions.batch_size), int, BATCH_SIZE_RANGE),
         publish=publish,
         device=device,
     )

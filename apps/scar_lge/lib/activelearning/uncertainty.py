@@ -12,7 +12,7 @@ from torch import nn
 
 from ..constants import IMAGE, LV_WALL, NUM_CLASSES
 from ..engine import cpu_has_bf16_matrix_units
-from ..model import SPEC, crop_at, default_device, enable_mc_dropout, normalise_intensity, with_neighbours
+from ..model import default_device, enable_mc_dropout
 from ..model_store import CurrentNetwork, ModelStore, ModelVersion
 from ..transforms.pipelines import preprocess
 
@@ -92,11 +92,10 @@ class MyocardialUncertainty:
             # same as over the whole image unless the dilated wall reaches the crop's edge, where the
             # whole-image score also averaged in the zeros beyond it; a whole forward per sample spent
             # a quarter of the time re-locating and pasting.
-            center, _ = network.locate(image)
-            crops = with_neighbours(normalise_intensity(crop_at(image.permute(3, 0, 1, 2), center, SPEC.roi_size_vox)))
+            _, _, crops = network.heart_crops(image)
             enable_mc_dropout(network)
             # Dropout alone makes the samples differ; flip averaging would only multiply the cost by 4.
-            samples = [torch.softmax(network.segment(crops).float(), dim=1) for _ in range(self.samples)]
+            samples = [network.segment_passes(crops, flip_tta=False)[0] for _ in range(self.samples)]
         network.eval()
         probs = torch.stack(samples).permute(0, 2, 3, 4, 1).cpu()  # (T, K, h, w, D)
         wall_prob = probs[:, list(LV_WALL)].sum(dim=1)  # (T, h, w, D)

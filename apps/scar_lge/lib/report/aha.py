@@ -30,6 +30,7 @@ SEGMENT_LEVEL: dict[int, str] = {s: SEGMENT_NAMES[s].split()[0] for s in SEGMENT
 
 # Transmural extent classes of Kim et al., NEJM 2000;343:1445-1453, upper bounds in percent.
 TRANSMURALITY_CLASSES = (("0", 0.0), ("1-25", 25.0), ("26-50", 50.0), ("51-75", 75.0), ("76-100", 100.0))
+OVER_HALF_TRANSMURAL = ("51-75", "76-100")  # the classes unlikely to recover function
 # What each class says of recovery after revascularisation in chronic infarction (Kim et al. 2000: of the
 # segments with dysfunction, 78 % with no enhancement recovered, 1 of 58 with more than 75 % transmurality).
 VIABILITY = {

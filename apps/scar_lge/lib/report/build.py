@@ -10,15 +10,15 @@ from ..constants import LV_CAVITY, LV_WALL, MYOCARDIUM, MYOCARDIUM_DENSITY_G_PER
 from ..label_io import Geometry, HeaderFacts
 from ..metrics import voxel_volume_ml
 from . import aha, grey_zone, short_axis
-from .transmurality import SliceChords, slice_chords
+from .transmurality import CHORDS_PER_SLICE, SliceChords, slice_chords
 
 REPORT_VERSION = 1
-# Study figures: those of lib.metrics.scar_quantification, as lib.caveats.assess left them.
-STUDY_FIELDS = FIGURES
 TRANSMURALITY_RULE = (
-    "along 360 radial chords per slice from the LV centre: scar (and MVO) length over wall length, from the "
-    "endocardium to the epicardium; per slice the mean and maximum over the chords that cross scar; per "
-    "segment the mean over all of its chords (Kim et al., NEJM 2000, classes 0, 1-25, 26-50, 51-75, 76-100 %)"
+    f"along {CHORDS_PER_SLICE} radial chords per slice from the LV centre: scar (and MVO) length over wall "
+    "length, from the endocardium to the epicardium; per slice the mean and maximum over the chords that "
+    "cross scar; per segment the mean over all of its chords (Kim et al., NEJM 2000, classes "
+    + ", ".join(name for name, _ in aha.TRANSMURALITY_CLASSES)
+    + " %)"
 )
 
 
@@ -92,7 +92,7 @@ def _grey_zone(image: np.ndarray | None, label: np.ndarray, voxel_g: float | Non
     return figures, reasons
 
 
-def _slice_rows(label: np.ndarray, assessed: dict, chords: dict[int, SliceChords], levels: dict[int, str]) -> list:
+def _slice_rows(assessed: dict, chords: dict[int, SliceChords], levels: dict[int, str]) -> list:
     rows = []
     for k, figures in enumerate(assessed["per_slice"]):
         row = {
@@ -172,10 +172,11 @@ def build_report(
 ) -> dict:
     """The clinical scar report of a label on its study's grid.
 
-    Study figures are those of :func:`lib.caveats.assess` (masses at 1.05 g/mL, scar = scar + MVO); the
-    report adds the grey zone (:mod:`lib.report.grey_zone`), per-slice transmurality
-    (:mod:`lib.report.transmurality`) and the AHA segments (:mod:`lib.report.aha`, anchor and levels from
-    :mod:`lib.report.short_axis`). Whatever cannot be computed is None, and ``null_reasons`` says why.
+    Study figures are those of :func:`lib.caveats.assess` (masses at
+    :data:`lib.constants.MYOCARDIUM_DENSITY_G_PER_ML`, scar = scar + MVO); the report adds the grey zone
+    (:mod:`lib.report.grey_zone`), per-slice transmurality (:mod:`lib.report.transmurality`) and the AHA
+    segments (:mod:`lib.report.aha`, anchor and levels from :mod:`lib.report.short_axis`). Whatever cannot
+    be computed is None, and ``null_reasons`` says why.
 
     Args:
         label: (x, y, z) EMIDEC classes on the study's grid.
@@ -199,7 +200,7 @@ def build_report(
             raise ValueError(f"{name} shape {array.shape} differs from the label's {label.shape}.")
     warnings = [dict(w) for w in assessed["warnings"]]
     null_reasons = dict(assessed["null_reasons"])
-    study = {field: assessed[field] for field in STUDY_FIELDS}
+    study = {field: assessed[field] for field in FIGURES}
     voxel_g = voxel_volume_ml(geometry.spacing) * MYOCARDIUM_DENSITY_G_PER_ML if facts.spacing_recorded else None
     lv_voxels = int(np.isin(label, LV_WALL).sum())
 
@@ -213,7 +214,7 @@ def build_report(
         )
         warnings.append({"code": "scar_outside_wall", "message": scar_reason})
         # The stray voxels are counted as LV wall too, so every wall figure but the cavity's is withheld.
-        for field in STUDY_FIELDS:
+        for field in FIGURES:
             if field != "lv_cavity_volume_ml":
                 study[field] = None
                 null_reasons.setdefault(field, scar_reason)
@@ -263,7 +264,7 @@ def build_report(
     if segments_reason is not None:
         null_reasons["aha.segments"] = segments_reason
 
-    slices = _slice_rows(label, assessed, {} if scar_reason else chords, levels)
+    slices = _slice_rows(assessed, {} if scar_reason else chords, levels)
     if scar_reason is not None:
         null_reasons.setdefault("slices.transmurality", scar_reason)
     scored = [s for s in segments or [] if "transmurality_class" in s]
@@ -287,7 +288,7 @@ def build_report(
             "segments": segments,
             "segments_with_scar": sum(1 for s in scored if s["transmurality_class"] != "0") if segments else None,
             "segments_over_50_percent_transmural": (
-                sum(1 for s in scored if s["transmurality_class"] in ("51-75", "76-100")) if segments else None
+                sum(1 for s in scored if s["transmurality_class"] in aha.OVER_HALF_TRANSMURAL) if segments else None
             ),
         },
         "transmurality_rule": TRANSMURALITY_RULE,

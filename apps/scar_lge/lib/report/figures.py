@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Wedge  # noqa: E402
 
-from ..constants import LV_CAVITY, MYOCARDIUM  # noqa: E402
+from ..constants import LV_CAVITY, MVO, MYOCARDIUM, NUM_CLASSES  # noqa: E402
 from ..dicom_seg import SEGMENTS  # noqa: E402
 from . import aha  # noqa: E402
 
@@ -50,7 +50,7 @@ def draw_bullseye(ax, report: dict) -> None:
         radius = (inner + outer) / 2
         extent = row.get("transmural_extent_percent")
         text = f"{number}\n{extent:.0f}%" if extent is not None else f"{number}\n-"
-        dark = row.get("transmurality_class") in ("51-75", "76-100")
+        dark = row.get("transmurality_class") in aha.OVER_HALF_TRANSMURAL
         ax.text(
             radius * np.cos(middle),
             radius * np.sin(middle),
@@ -168,7 +168,7 @@ def save_pdf(report: dict, image: np.ndarray, label: np.ndarray, path: str, *, t
         title: the study's name for the heading.
     """
     # The SEG colours, so the PDF shows each structure as the viewers do; scar and MVO opaque enough to read.
-    colours = np.zeros((5, 4))
+    colours = np.zeros((NUM_CLASSES, 4))
     for value, segment in SEGMENTS.items():
         colours[value, :3] = np.asarray(segment.rgb) / 255.0
         colours[value, 3] = 0.25 if value in (LV_CAVITY, MYOCARDIUM) else 0.75
@@ -208,7 +208,7 @@ def save_pdf(report: dict, image: np.ndarray, label: np.ndarray, path: str, *, t
                 aspect=aspect,
                 cmap=overlay,
                 vmin=0,
-                vmax=4,
+                vmax=MVO,
                 origin="upper",
                 interpolation="nearest",
             )

@@ -16,7 +16,6 @@ from monailabel.utils.async_tasks.utils import processes, tasks
 from .. import distributed
 from ..engine import LazyStudies, StreamingSlices, StudyFile, train, validate
 from ..errors import InputError
-from ..label_io import read_geometry
 from ..lifecycle import ParentWatch, in_background_run, progress
 from ..losses import describe_loss
 from ..model import CheckpointError, build_network, default_device, load_checkpoint
@@ -195,7 +194,7 @@ class ScarTrainer(TrainTask):
         """Load, score the current model, train, score the candidate, and publish through the gate; fills ``stats``."""
         main = distributed.is_main()  # rank 0 (or the only process) validates, judges and publishes
         # Studies stream from disk, a few at a time (lib/engine.py): memory does not grow with their number.
-        files = {i: StudyFile(i, *labelled[i], slices=read_geometry(labelled[i][0]).size[2]) for i in train_ids}
+        files = {i: StudyFile.counted(i, *labelled[i]) for i in train_ids}
         val = LazyStudies([StudyFile(i, *labelled[i], slices=0) for i in val_ids] if main else [])
         current_cases = validate(network, val, device) if base and val else None
         if current_cases is not None:
