@@ -20,6 +20,7 @@ RULES = {"scar_nsd": nsd_scar, "scar_fwhm": fwhm_scar, "scar_ewa": ewa_scar}
 STUDY = "lge_002"  # a sample study with scar, MVO and a final label
 UNLABELLED = "lge_012"
 DICOM = "lge_dicom_014"
+NO_SPACING = "lge_nospacing"  # lge_002 and its final label, their headers stripped of the voxel spacing
 
 
 def _prepare(studies, model_dir):
@@ -33,6 +34,13 @@ def _prepare(studies, model_dir):
     (studies / "labels" / "nowall").mkdir()
     out = studies / "labels" / "nowall" / "lge_000.nii.gz"
     nib.save(nib.Nifti1Image(no_wall, source.affine, source.header), str(out))
+    for path, out in [
+        (studies / f"{STUDY}.nii.gz", studies / f"{NO_SPACING}.nii.gz"),
+        (final / f"{STUDY}.nii.gz", final / f"{NO_SPACING}.nii.gz"),
+    ]:
+        stripped = nib.Nifti1Image(np.asarray(nib.load(str(path)).dataobj), None)  # pixdim 1, no units
+        stripped.header.set_xyzt_units(xyz=0)
+        nib.save(stripped, str(out))
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +101,20 @@ def test_rule_redraws_scar_inside_the_final_wall_only(semi_server, tmp_path, mod
         [np.isin(out[..., k], TOTAL_SCAR).sum() * pixel_mm2 for k in range(out.shape[2])], abs=0.1
     )
     assert "mvo_not_validated" in [w["code"] for w in result["warnings"]] and result["mvo_mass_g"] is None
+
+
+def test_a_header_without_spacing_gives_shares_but_no_mass(semi_server):
+    spaced, bare = (_post(semi_server, "scar_nsd", image) for image in (STUDY, NO_SPACING))
+    assert spaced.status_code == bare.status_code == 200, (spaced.text, bare.text)
+    spaced, bare = spaced.json(), bare.json()
+    assert "no_spacing" in [w["code"] for w in bare["warnings"]]
+    assert "no_spacing" not in [w["code"] for w in spaced["warnings"]]
+    # Shares of the LV are counted in voxels and stay (near the spaced study's: the rules' minimum areas, in
+    # mm^2, read ITK's 1 mm default); masses would take that default as a measurement, so they go.
+    assert bare["scar_percent_lv_mass"] == pytest.approx(spaced["scar_percent_lv_mass"], rel=0.1)
+    for figure in ("scar_mass_g", "scar_volume_ml", "lv_myocardial_mass_g"):
+        assert spaced[figure] > 0 and bare[figure] is None, figure
+    assert all(s["scar_area_mm2"] is None for s in bare["per_slice"])
 
 
 def test_higher_n_sd_marks_less_or_equal_scar(semi_server):

@@ -25,7 +25,7 @@ from ..caveats import assess, inversion_recovery
 from ..constants import FOREGROUND_LABELS, IMAGE, LABELS, MODEL_NAME
 from ..dicom_seg import label_colors
 from ..errors import InputError
-from ..label_io import check_label, read_geometry, read_voxels
+from ..label_io import check_label, header_facts, read_geometry, read_voxels
 from ..metrics import scar_quantification
 from ..names import check_name
 from ..semiauto import METHODS, REMOTE_SECTOR_DEG, SemiAutoError, SemiAutoResult, nsd_scar, remote_region
@@ -170,6 +170,7 @@ class SemiAutoScarInfer(InferTask):
                 inversion_recovery=inversion_recovery(image_path),
                 mvo_validation=None,
                 mvo_source=f"{self.rule} semi-automatic rule",
+                spacing_recorded=header_facts(image_path).spacing_recorded,
             ),
             "semi_automatic": {"method": drawn.method, "wall_source": source, "mvo": MVO_NOTE},
             "label_names": dict(LABELS),
