@@ -1,14 +1,13 @@
 import numpy as np
 import pytest
 import torch
-from monai.transforms import Compose
 
 from lib.constants import IMAGE, LABEL, LV_CAVITY, MYOCARDIUM, SCAR
 from lib.engine import SliceDataset, load_study
 from lib.model import SPEC
 from lib.phantoms import make_phantom
 from lib.transforms.anatomy import AnatomicalCleanup
-from lib.transforms.pipelines import augment_slices
+from lib.transforms.slice_augment import AugmentSlicesd, TrainingAugmentation
 
 
 def test_preprocess_resamples_in_plane_only_and_keeps_labels():
@@ -20,40 +19,103 @@ def test_preprocess_resamples_in_plane_only_and_keeps_labels():
     assert set(torch.unique(study.label).tolist()) <= set(np.unique(p.label).tolist())
 
 
+OFF = dict(affine_prob=0, flip_prob=0, bias_prob=0, gamma_prob=0, rician_prob=0, gaussian_prob=0, gibbs_prob=0)
+
+
+def _crop_batch(n: int = 8, seed: int = 0) -> dict:
+    """``n`` copies of one phantom slice's training crop, unaugmented."""
+    phantom = make_phantom(seed)
+    study = load_study(phantom.image, phantom.label, affine=phantom.affine)
+    np.random.seed(seed)
+    sample = SliceDataset([study]).sampler(study, 5)
+    return {k: v[None].repeat(n, 1, 1, 1) for k, v in sample.items()}
+
+
 def test_intensity_augmentation_leaves_the_label_untouched():
-    data = {IMAGE: torch.rand(1, 64, 64), LABEL: torch.randint(0, 5, (1, 64, 64)).float()}
-    intensity_only = Compose(
-        [t for t in augment_slices() if "Affine" not in type(t).__name__ and "Flip" not in type(t).__name__]
+    batch = {IMAGE: torch.rand(16, 1, 64, 64), LABEL: torch.randint(0, 5, (16, 1, 64, 64)).float()}
+    torch.manual_seed(7)
+    out = AugmentSlicesd(affine_prob=0, flip_prob=0)(dict(batch))
+    assert torch.equal(out[LABEL], batch[LABEL])
+    assert not torch.equal(out[IMAGE], batch[IMAGE])
+
+
+def test_no_transform_drawn_changes_nothing_and_flips_are_exact():
+    batch = _crop_batch()
+    out = AugmentSlicesd(**OFF)(dict(batch))
+    assert all(torch.equal(out[k], batch[k]) for k in (IMAGE, LABEL))
+    torch.manual_seed(0)
+    out = AugmentSlicesd(**{**OFF, "flip_prob": 1.0})(dict(batch))
+    assert torch.equal(out[IMAGE], batch[IMAGE].flip(2).flip(3)) and torch.equal(
+        out[LABEL], batch[LABEL].flip(2).flip(3)
     )
-    intensity_only.set_random_state(7)
-    out = intensity_only(dict(data))
-    assert torch.equal(torch.as_tensor(out[LABEL]), data[LABEL])
-    assert not torch.equal(torch.as_tensor(out[IMAGE]), data[IMAGE])
 
 
-def test_geometric_augmentation_keeps_label_values_discrete():
-    augment = Compose(augment_slices())
-    augment.set_random_state(3)
-    label = torch.zeros(1, 64, 64)
-    label[:, 20:40, 20:40] = 3
-    for _ in range(5):
-        out = augment({IMAGE: torch.rand(1, 64, 64), LABEL: label.clone()})
-        assert set(torch.unique(torch.as_tensor(out[LABEL])).tolist()) <= {0.0, 3.0}
+def test_geometric_augmentation_moves_the_label_with_the_image_and_keeps_it_discrete():
+    batch = _crop_batch(16)
+    image_of_label = batch[LABEL] / 4.0  # an "image" that is the label itself shows where the label must go
+    torch.manual_seed(3)
+    out = AugmentSlicesd(**{**OFF, "affine_prob": 1.0, "flip_prob": 0.5})({IMAGE: image_of_label, LABEL: batch[LABEL]})
+    assert set(torch.unique(out[LABEL]).tolist()) <= set(torch.unique(batch[LABEL]).tolist())
+    moved = ~torch.isclose(out[LABEL], batch[LABEL])
+    assert moved.float().mean() > 0.005  # the geometry did change
+    wall, agree = out[LABEL] >= MYOCARDIUM, (out[IMAGE] * 4.0 - out[LABEL]).abs() < 0.5
+    assert agree[wall].float().mean() > 0.9  # bilinear image and nearest label still coincide on the wall
 
 
-def test_slice_dataset_seeded_runs_repeat():
-    study = load_study(*(lambda p: (p.image, p.label))(make_phantom(5)), affine=make_phantom(5).affine)
+def test_bias_field_is_monai_s_for_the_same_coefficients():
+    from monai.transforms import RandBiasField
 
-    def sample():
-        np.random.seed(11)
-        ds = SliceDataset([study])
-        ds.sampler.augment.set_random_state(11)
-        ds.sampler.augment_localiser.set_random_state(11)
-        return ds[2]
+    from lib.transforms.slice_augment import _legendre
 
-    a, b = sample(), sample()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert a[IMAGE].shape == (1, *SPEC.roi_size_vox)
+    reference = RandBiasField(prob=1.0, coeff_range=(0.0, 0.3))
+    reference.set_random_state(0)
+    reference.randomize((40, 30))
+    coeff = torch.zeros(4, 4)
+    coeff[tuple(torch.as_tensor(np.stack(np.tril_indices(4))))] = torch.tensor(reference._coeff, dtype=torch.float32)
+    field = torch.einsum(
+        "ij,ia,jb->ab", coeff, _legendre(torch.linspace(-1, 1, 40), 3), _legendre(torch.linspace(-1, 1, 30), 3)
+    )
+    expected = reference._generate_random_field((40, 30), 3, reference._coeff)
+    assert np.allclose(field.numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "transform, monai_transform",
+    [
+        ("gamma", "RandAdjustContrast(prob=1.0, gamma=(0.7, 1.5))"),
+        ("rician", "RandRicianNoise(prob=1.0, std=0.04, relative=False)"),
+        ("gaussian", "RandGaussianNoise(prob=1.0, std=0.03)"),
+        ("gibbs", "RandGibbsNoise(prob=1.0, alpha=(0.0, 0.5))"),
+    ],
+)
+def test_each_intensity_transform_draws_like_monai_s(transform, monai_transform):
+    import monai.transforms
+
+    image = _crop_batch(1)[IMAGE][0]
+    reference = eval(f"monai.transforms.{monai_transform}", {"monai": monai})  # noqa: S307
+    reference.set_random_state(0)
+    draws = 400
+    expected = torch.stack([torch.as_tensor(reference(image.clone())) for _ in range(draws)])
+    torch.manual_seed(0)
+    out = AugmentSlicesd((IMAGE,), **{**OFF, f"{transform}_prob": 1.0})({IMAGE: image[None].repeat(draws, 1, 1, 1)})
+    out = out[IMAGE]
+    assert float(out.mean()) == pytest.approx(float(expected.mean()), rel=0.02)
+    assert float(out.std()) == pytest.approx(float(expected.std()), rel=0.02)
+    # How far a draw moves the image: its strength is drawn per sample (sigma, gamma, alpha), hence the margin.
+    change, expected_change = ((x - image).abs().mean(dim=(1, 2, 3)) for x in (out, expected))
+    assert float(change.mean()) == pytest.approx(float(expected_change.mean()), rel=0.12)
+
+
+def test_augmentation_runs_on_the_batch_device_and_seeded_runs_repeat():
+    batch = {**_crop_batch(8), "loc_image": torch.rand(8, 1, 96, 96), "loc_heart": torch.zeros(8, 1, 96, 96)}
+
+    def run():
+        torch.manual_seed(11)
+        return TrainingAugmentation()(dict(batch))
+
+    a, b = run(), run()
+    assert all(torch.equal(a[k], b[k]) for k in a) and a.keys() == batch.keys()
+    assert a[IMAGE].shape == (8, 1, *SPEC.roi_size_vox) and not torch.equal(a["loc_image"], batch["loc_image"])
 
 
 def test_a_soft_scar_target_moves_with_its_label_through_augmentation():
@@ -62,15 +124,17 @@ def test_a_soft_scar_target_moves_with_its_label_through_augmentation():
     study.scar_probability = (study.label == SCAR).float()
     np.random.seed(4)
     dataset = SliceDataset([study])
-    dataset.sampler.augment.set_random_state(4)
+    samples = [dataset[i] for i in range(len(dataset))]  # each call draws a new crop offset
+    batch = {k: torch.stack([sample[k] for sample in samples]) for k in samples[0]}
+    torch.manual_seed(4)
+    out = TrainingAugmentation()(batch)
+    scar = out[LABEL].round() == SCAR
+    soft = out["scar_probability"] > 0.5
     checked = 0
     for k in range(len(dataset)):
-        sample = dataset[k]
-        scar = sample[LABEL].round() == SCAR
-        if scar.sum() < 20:
+        if scar[k].sum() < 20:
             continue
-        soft = sample["scar_probability"] > 0.5
-        assert (soft & scar).sum() / (soft | scar).sum() > 0.8  # same place after rotation, scaling, flips
+        assert (soft[k] & scar[k]).sum() / (soft[k] | scar[k]).sum() > 0.8  # same place after rotation, scaling, flips
         checked += 1
     assert checked >= 2
 

@@ -30,7 +30,8 @@ from .losses import build_loss
 from .metrics import overlap_dice, structure_overlap, voxel_volume_ml
 from .model import SPEC, ScarNet, crop_at, normalise_intensity, with_neighbours
 from .transforms.anatomy import AnatomicalCleanup
-from .transforms.pipelines import augment_slices, preprocess
+from .transforms.pipelines import preprocess
+from .transforms.slice_augment import TrainingAugmentation
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +90,13 @@ class SliceSampler:
 
     The crop centre is the labelled heart's centre plus a random offset, so the segmenter learns to
     cope with a localiser that misses by a centimetre or two. The localiser sample is the whole slice.
+    Samples are not augmented here: :func:`train` augments each batch on the training device
+    (:class:`~lib.transforms.slice_augment.TrainingAugmentation`), so a GPU is not left waiting for CPUs.
     """
 
     def __init__(self, soft: bool, jitter_vox: float = 8.0):
         self.soft = soft
         self.jitter_vox = jitter_vox
-        keys = (IMAGE, LABEL, SCAR_PROBABILITY) if soft else (IMAGE, LABEL)
-        self.augment = Compose(augment_slices(keys, soft_keys=(SCAR_PROBABILITY,)))
-        self.augment_localiser = Compose(augment_slices(("loc_image", "loc_heart"), image_key="loc_image"))
 
     def __call__(self, study: Study, k: int) -> dict:
         slices = study.image.permute(3, 0, 1, 2)  # (D, 1, H, W)
@@ -117,8 +117,6 @@ class SliceSampler:
         if self.soft:
             soft = study.scar_probability.permute(3, 0, 1, 2).float()
             sample[SCAR_PROBABILITY] = crop_at(soft[k : k + 1], center, SPEC.roi_size_vox)[0]
-        sample = self.augment(sample)
-        sample = self.augment_localiser(sample)
         return {key: torch.as_tensor(v).float() for key, v in sample.items()}
 
 
@@ -260,10 +258,9 @@ class StreamingSlices(IterableDataset):
 def _slice_worker_init(worker_id: int) -> None:
     """MONAI's per-worker seeding, then no MetaTensor bookkeeping in the worker.
 
-    Training samples are plain 2D crops whose geometry nobody reads back, and tracking metadata through
-    the augmentation cost about a sixth of each sample's time (12.3 -> 10.2 ms on this project's CPU).
-    Only loader workers switch it off: the flag is process-global, and the main process still needs
-    the metadata to load and judge studies.
+    Training samples are plain 2D crops whose geometry nobody reads back, so the workers track none.
+    Only loader workers switch it off: the flag is process-global, and the main process still needs the
+    metadata to load and judge studies.
     """
     monai_worker_init(worker_id)
     set_track_meta(False)
@@ -451,6 +448,7 @@ def train(
         persistent_workers=num_workers > 0,
         worker_init_fn=_slice_worker_init,
     )
+    augment = TrainingAugmentation()
     history = []
     for epoch in range(epochs):
         if sampler is not None:
@@ -459,7 +457,7 @@ def train(
         for batch in loader:
             if should_stop and should_stop():
                 break
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch = augment({k: v.to(device, non_blocking=True) for k, v in batch.items()})
             seg, loc = training_step(step, optimizer, batch, seg_loss, loc_loss, mixed_precision=mixed_precision)
             totals["segmenter"] += seg
             totals["localiser"] += loc

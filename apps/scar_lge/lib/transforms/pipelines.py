@@ -1,29 +1,17 @@
 """Transform lists shared by inference, training and active learning.
 
 Every task starts from :func:`preprocess`, so a study is read, oriented and normalised the same way
-whoever looks at it; training only adds :func:`augment_slices`.
+whoever looks at it; training only adds random augmentation, batched on the training device
+(:mod:`lib.transforms.slice_augment`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monai.transforms import (
-    EnsureChannelFirstd,
-    EnsureTyped,
-    Lambdad,
-    LoadImaged,
-    RandAdjustContrastd,
-    RandAffined,
-    RandBiasFieldd,
-    RandFlipd,
-    RandGaussianNoised,
-    RandGibbsNoised,
-    RandRicianNoised,
-    Spacingd,
-)
+from monai.transforms import EnsureChannelFirstd, EnsureTyped, Lambdad, LoadImaged, Spacingd
 
-from ..constants import IMAGE, LABEL
+from ..constants import IMAGE
 from ..model import SPEC, normalise_intensity
 
 
@@ -45,36 +33,3 @@ def preprocess(keys: Sequence[str] = (IMAGE,), *, load: bool = True) -> list:
         Lambdad(keys=IMAGE, func=normalise_intensity),
     ]
     return transforms
-
-
-def augment_slices(
-    keys: Sequence[str] = (IMAGE, LABEL), *, image_key: str = IMAGE, soft_keys: Sequence[str] = ()
-) -> list:
-    """Random MR-specific augmentation of 2D crops (C, H, W); the label moves only with geometry.
-
-    ``keys`` move together; the image and ``soft_keys`` (probability maps) are interpolated
-    bilinearly, every other key (integer labels) by nearest neighbour.
-
-    Geometry: small rotation and scale (short-axis planning varies by a few degrees and hearts differ
-    in size), flips. Contrast: gamma, since the inversion time sets myocardial nulling and blood-scar
-    contrast. Scanner: receive-coil bias field, Rician noise of magnitude images (and Gaussian noise,
-    its high-SNR limit), Gibbs ringing from k-space truncation.
-    """
-    keys = list(keys)
-    return [
-        RandAffined(
-            keys=keys,
-            prob=0.7,
-            rotate_range=0.26,  # +-15 degrees
-            scale_range=0.15,
-            mode=["bilinear" if k == image_key or k in soft_keys else "nearest" for k in keys],
-            padding_mode="zeros",
-        ),
-        RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
-        RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
-        RandBiasFieldd(keys=image_key, prob=0.4, coeff_range=(0.0, 0.3)),
-        RandAdjustContrastd(keys=image_key, prob=0.5, gamma=(0.7, 1.5)),
-        RandRicianNoised(keys=image_key, prob=0.25, std=0.04, relative=False),
-        RandGaussianNoised(keys=image_key, prob=0.15, std=0.03),
-        RandGibbsNoised(keys=image_key, prob=0.2, alpha=(0.0, 0.5)),
-    ]
