@@ -60,3 +60,31 @@ def test_cv_needs_an_existing_folder(real_data, tmp_path):
     assert run.returncode == 2
     assert "no such folder" in run.stderr
     assert not (tmp_path / "m.pt").exists()
+
+
+# The packages of the server and its image readers, absent from a GPU machine's stock torch image.
+SERVER_STACK = ("monailabel", "fastapi", "starlette", "pydantic", "SimpleITK", "itk", "pydicom", "nibabel")
+WITHOUT_SERVER_STACK = f"""
+import importlib.abc, runpy, sys
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {SERVER_STACK!r}:
+            raise ImportError(f"No module named {{name!r}} (absent on purpose)")
+sys.meta_path.insert(0, Absent())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_the_script_trains_where_only_torch_and_monai_are_installed(real_data, tmp_path):
+    """A GPU machine's image has torch but not the server's stack: training must need only torch and MONAI."""
+    out = tmp_path / "fold0.pt"
+    run = subprocess.run(
+        [sys.executable, "-c", WITHOUT_SERVER_STACK, str(SCRIPT), "--real", str(real_data), *TINY, "--fold", "0"]
+        + ["--out", str(out), "--metrics", str(tmp_path / "fold0.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert torch.load(out, weights_only=True)["provenance"]["validation"]["per_case_mean"]["cases"] == 13

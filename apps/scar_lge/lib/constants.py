@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 IMAGE = "image"
 LABEL = "label"
 PRED = "pred"
@@ -25,3 +27,6 @@ MYOCARDIUM_DENSITY_G_PER_ML = 1.05
 
 MODEL_NAME = "scar"
 APP_VERSION = "0.2.0"  # the app's version: /info/ and the Software Versions of the SEGs it writes
+
+# RAS (NIfTI, MONAI) and LPS (DICOM, ITK) differ by the sign of x and y.
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])

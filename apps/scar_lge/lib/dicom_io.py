@@ -9,8 +9,7 @@ import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-# RAS (NIfTI, MONAI) and LPS (DICOM, ITK) differ by the sign of x and y.
-RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+from .constants import RAS_TO_LPS
 
 # LGE is an inversion-recovery gradient echo; the inversion time is chosen on a TI scout to null normal
 # myocardium, which 10-15 min after gadolinium at 1.5 T falls at roughly 250-350 ms (Kellman & Arai, JMRI

@@ -25,7 +25,6 @@ from torch.utils.data import DistributedSampler, get_worker_info
 
 from . import distributed
 from .constants import HEART, IMAGE, LABEL, MVO, SCAR_PROBABILITY, TOTAL_SCAR
-from .label_io import read_geometry
 from .losses import build_loss
 from .metrics import overlap_dice, structure_overlap, voxel_volume_ml
 from .model import SPEC, ScarNet, crop_at, normalise_intensity, with_neighbours
@@ -151,6 +150,10 @@ class StudyFile:
     @classmethod
     def counted(cls, name: str, image: str, label: str) -> StudyFile:
         """The study with its slices counted from the image header."""
+        # Imported here: label_io brings the server's readers (SimpleITK, pydicom, FastAPI errors), and the rest
+        # of this module trains where only torch and MONAI are installed (a GPU machine's stock image).
+        from .label_io import read_geometry
+
         return cls(name, image, label, slices=read_geometry(image).size[2])
 
     def load(self) -> Study:

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .constants import LV_CAVITY, MVO, MYOCARDIUM, NUM_CLASSES, SCAR
-from .dicom_io import RAS_TO_LPS
+from .constants import LV_CAVITY, MVO, MYOCARDIUM, NUM_CLASSES, RAS_TO_LPS, SCAR
 from .report.short_axis import ANTERIOR_LPS, APEX_DIRECTION_LPS
 
 # Coronary territories as angular sectors in the short-axis plane: angle 0 is lateral, 90 anterior,

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..constants import HEART, LV_WALL
-from ..label_io import Geometry
 from .aha import ANTERIOR_CENTRE_FROM_INSERTION_DEG
+
+if TYPE_CHECKING:  # annotations only: the phantoms (training) use this module where no image reader is installed
+    from ..label_io import Geometry
 
 # Patient directions in DICOM/ITK LPS: +x left, +y posterior, +z superior.
 ANTERIOR_LPS = np.array([0.0, -1.0, 0.0])
