@@ -24,7 +24,8 @@ NO_SPACING = "lge_nospacing"  # lge_002 and its final label, their headers strip
 
 
 def _prepare(studies, model_dir):
-    """Two labels an administrator could drop into the studies folder: one off its image's grid, one without wall."""
+    """What an administrator could drop into the studies folder: a label off its image's grid, one without a
+    wall, and a study (with its final label) whose header records no voxel spacing."""
     final = studies / "labels" / "final"
     (studies / "labels" / "offgrid").mkdir()
     shutil.copy(final / "lge_000.nii.gz", studies / "labels" / "offgrid" / "lge_001.nii.gz")

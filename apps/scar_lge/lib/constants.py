@@ -9,6 +9,8 @@ LABEL = "label"
 PRED = "pred"
 # A semi-automatic rule's per-voxel scar probability, carried beside the label for soft-target losses.
 SCAR_PROBABILITY = "scar_probability"
+# A training sample's whole slice for the heart localiser, and its heart mask, beside the segmenter's crop.
+LOCALISER_IMAGE, LOCALISER_HEART = "loc_image", "loc_heart"
 
 # EMIDEC scheme, so EMIDEC data trains without remapping. MVO (no-reflow) is the dark core of an
 # infarct: it is part of the infarct in every "total scar" figure.

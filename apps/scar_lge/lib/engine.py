@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, get_worker_info
 
 from . import distributed
-from .constants import HEART, IMAGE, LABEL, MVO, SCAR_PROBABILITY, TOTAL_SCAR
+from .constants import HEART, IMAGE, LABEL, LOCALISER_HEART, LOCALISER_IMAGE, MVO, SCAR_PROBABILITY, TOTAL_SCAR
 from .losses import build_loss
 from .metrics import overlap_dice, structure_overlap, voxel_volume_ml
 from .model import SPEC, ScarNet, crop_at, normalise_intensity, with_neighbours
@@ -110,8 +110,8 @@ class SliceSampler:
         sample = {
             IMAGE: crops[k],
             LABEL: crop_labels[k],
-            "loc_image": crop_at(slices[k : k + 1], loc_center, LOCALISER_FOV_VOX)[0],
-            "loc_heart": (crop_at(labels[k : k + 1], loc_center, LOCALISER_FOV_VOX)[0] > 0).float(),
+            LOCALISER_IMAGE: crop_at(slices[k : k + 1], loc_center, LOCALISER_FOV_VOX)[0],
+            LOCALISER_HEART: (crop_at(labels[k : k + 1], loc_center, LOCALISER_FOV_VOX)[0] > 0).float(),
         }
         if self.soft:
             soft = study.scar_probability.permute(3, 0, 1, 2).float()
@@ -371,7 +371,7 @@ def training_step(
     device_type = batch[IMAGE].device.type
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=mixed_precision):
-        seg_logits, loc_logits = step(batch[IMAGE], batch["loc_image"])
+        seg_logits, loc_logits = step(batch[IMAGE], batch[LOCALISER_IMAGE])
         label = batch[LABEL].round().long()
         if getattr(seg_loss, "needs_scar_probability", False):
             if SCAR_PROBABILITY not in batch:
@@ -379,7 +379,7 @@ def training_step(
             seg = seg_loss(seg_logits.float(), label, batch[SCAR_PROBABILITY])
         else:
             seg = seg_loss(seg_logits.float(), label)
-        coarse = torch.nn.functional.max_pool2d(batch["loc_heart"], SPEC.localiser_downsample)
+        coarse = torch.nn.functional.max_pool2d(batch[LOCALISER_HEART], SPEC.localiser_downsample)
         loc = loc_loss(loc_logits.float(), coarse)
     (seg + 0.5 * loc).backward()
     optimizer.step()

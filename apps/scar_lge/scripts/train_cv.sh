@@ -2,7 +2,8 @@
 # Cross-validate the default-model recipe and train the model to ship, side by side on one machine:
 # the 5 fold models (each holds out one fold of the 65 EMIDEC exams) and the all-cases model, which
 # records the folds' held-out results as its validation. Side by side because one small ScarNet leaves
-# a GPU mostly idle: the run is bound by the CPU's augmentation, so give each job a share of the cores.
+# a GPU mostly idle (augmentation runs on the GPU, but the loader workers still crop and normalise each
+# slice on the CPU), so each job takes a share of the cores.
 #
 #   bash apps/scar_lge/scripts/train_cv.sh ../shared/real /tmp/cv --epochs 80 --phantoms 40 --workers 2
 #

@@ -193,6 +193,8 @@ def main() -> None:
         "seed": args.seed,
         "device": str(args.device),
         "bf16_autocast": bf16,
+        # Which augmentation trained it: the batched one since 2026-12-04 (both axes scale), or none recorded.
+        "augmentation": "lib.transforms.slice_augment.AugmentBatch defaults, on the training device",
         "seconds": round(time.time() - start, 1),
         "last_epoch": history[-1],
     }

@@ -4,23 +4,24 @@ MONAI's dictionary transforms augment one sample at a time in the loader workers
 the accelerator 0-18 % busy while the CPU augmented (docs/model-card.md, "A GPU cross-validation
 attempt"): RandBiasField and the noise transforms draw their fields with numpy on the CPU whatever the
 tensor's device. Here every random draw and every field is a torch tensor on the batch's device and the
-batch is augmented at once, with the same transforms, ranges and order as MONAI's per-sample list had:
-MONAI's batched ``AffineTransform`` warps the geometry and MONAI's ``GibbsNoise`` rings the images it
-picks; gamma, bias field and noise follow the formulas of MONAI's ``AdjustContrast``, ``RandBiasField``,
-``RandRicianNoise`` and ``RandGaussianNoise``, written out batched.
+batch is augmented at once, with the transforms, probabilities, ranges and order of the per-sample MONAI
+list it replaces, but one: both axes now scale (see :class:`AugmentBatch`). MONAI's batched
+``AffineTransform`` warps the geometry and MONAI's ``GibbsNoise`` rings the images it picks; gamma, bias
+field and noise follow the formulas of MONAI's ``AdjustContrast``, ``RandBiasField``, ``RandRicianNoise``
+and ``RandGaussianNoise``, written out batched.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from monai.networks.layers import AffineTransform
 from monai.transforms import GibbsNoise
+from monai.utils import convert_to_tensor
 
-from ..constants import IMAGE, LABEL, SCAR_PROBABILITY
-
-LOCALISER_KEYS = ("loc_image", "loc_heart")  # the localiser's whole-slice sample, beside the segmenter's crop
+from ..constants import IMAGE, LABEL, LOCALISER_HEART, LOCALISER_IMAGE, SCAR_PROBABILITY
 
 
 def _chance(n: int, prob: float, device: torch.device) -> torch.Tensor:
@@ -40,7 +41,7 @@ def _legendre(coords: torch.Tensor, degree: int) -> torch.Tensor:
     return torch.stack(polys[: degree + 1])
 
 
-class AugmentSlicesd:
+class AugmentBatch:
     r"""Random MR-specific augmentation of a batch of 2D crops ``(N, C, H, W)``; labels move only with geometry.
 
     ``keys`` move together, interpolated bilinearly (``image_key`` and ``soft_keys``, probability maps) or
@@ -51,9 +52,10 @@ class AugmentSlicesd:
     - **affine**: rotation :math:`\theta \sim U(-r, r)` and per-axis scale :math:`s_a \sim 1 + U(-s, s)`
       about the crop centre, zero outside; short-axis planning varies by a few degrees and hearts differ
       in size. The matrix :math:`R(\theta)\,\mathrm{diag}(s)` maps an output pixel to where it is read
-      from, as MONAI's ``RandAffine`` applies its grid. Both axes scale (the per-sample list's
-      ``RandAffined(scale_range=0.15)`` scaled the first axis only: MONAI pads a one-value range with no
-      scaling);
+      from, as MONAI's ``RandAffine`` applies its grid. Each axis draws its own scale: the EMIDEC PNGs
+      were resized to 256 x 256 from grids of other aspect ratios, so their hearts are stretched by
+      differing amounts along the two axes. (The per-sample list's ``RandAffined(scale_range=0.15)``
+      scaled the first axis only: MONAI pads a one-value range with "no scaling".);
     - **flips** of the rows and of the columns, each with probability ``flip_prob``;
     - **bias field** of the receive coils: :math:`x \leftarrow x\,\exp\big(\sum_{0 \le j \le i \le d}
       c_{ij} P_i(u) P_j(v)\big)`, :math:`P` Legendre polynomials on :math:`u, v \in [-1, 1]` across rows and
@@ -68,6 +70,19 @@ class AugmentSlicesd:
     - **Gibbs ringing** from k-space truncation: MONAI's ``GibbsNoise`` with :math:`\alpha \sim U(\text{gibbs\_alpha})`.
 
     Random draws come from torch's generator of the batch's device, so ``set_determinism`` repeats a run.
+
+    Args:
+        keys: the batch entries that move together; must hold ``image_key`` and ``soft_keys``.
+        image_key: the entry the intensity transforms change.
+        soft_keys: probability maps, interpolated bilinearly like the image.
+        *_prob: each transform's probability per sample, in [0, 1].
+        rotate_range: the largest rotation, radians. scale_range: the largest relative scale change, in [0, 1).
+        bias_coeff, gamma, gibbs_alpha: (low, high) ranges of the drawn parameter; gamma > 0, alpha in [0, 1].
+        rician_std, gaussian_std: the largest noise SD drawn, >= 0, on the [0, 1] intensity scale.
+
+    Raises:
+        ValueError: a key set, probability or range outside the above; in ``__call__``, a batch whose
+            entries are not (N, C, H, W) of one N, H and W.
     """
 
     def __init__(
@@ -91,15 +106,24 @@ class AugmentSlicesd:
         gibbs_prob: float = 0.2,
         gibbs_alpha: tuple[float, float] = (0.0, 0.5),
     ):
-        if image_key not in keys:
-            raise ValueError(f"image_key {image_key!r} must be one of keys {list(keys)}.")
+        if image_key not in keys or not set(soft_keys) <= set(keys):
+            raise ValueError(
+                f"image_key {image_key!r} and soft_keys {list(soft_keys)} must be among keys {list(keys)}."
+            )
         probs = dict(affine=affine_prob, flip=flip_prob, bias=bias_prob, gamma=gamma_prob)
         probs.update(rician=rician_prob, gaussian=gaussian_prob, gibbs=gibbs_prob)
         for name, p in probs.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name}_prob must be within [0, 1], got {p}.")
+        if not 0.0 <= scale_range < 1.0 or rotate_range < 0.0:
+            raise ValueError(f"scale_range must be in [0, 1) and rotate_range >= 0, got {scale_range}, {rotate_range}.")
+        for name, (low, high), floor in (("bias_coeff", bias_coeff, -math.inf), ("gamma", gamma, 0.0)):
+            if not floor < low <= high:
+                raise ValueError(f"{name} must be an ordered (low, high) range above {floor}, got {(low, high)}.")
         if not 0.0 <= gibbs_alpha[0] <= gibbs_alpha[1] <= 1.0:
             raise ValueError(f"gibbs_alpha must satisfy 0 <= a <= b <= 1, got {gibbs_alpha}.")
+        if min(rician_std, gaussian_std) < 0.0:
+            raise ValueError(f"noise SDs must be >= 0, got rician {rician_std}, gaussian {gaussian_std}.")
         self.keys, self.image_key = list(keys), image_key
         self.bilinear = {image_key, *soft_keys}
         self.probs = probs
@@ -180,7 +204,10 @@ class AugmentSlicesd:
             alphas = _uniform(gibbs.numel(), *self.gibbs_alpha, device).tolist()
             # One k-space filter per sample and alpha: GibbsNoise is a (C, H, W) transform.
             rung = torch.stack(
-                [torch.as_tensor(GibbsNoise(a)(x[i])) for i, a in zip(gibbs.tolist(), alphas, strict=True)]
+                [
+                    convert_to_tensor(GibbsNoise(a)(x[i]), track_meta=False)  # no MetaTensor out of one batch in five
+                    for i, a in zip(gibbs.tolist(), alphas, strict=True)
+                ]
             )
             x = x.index_copy(0, gibbs, rung.to(x.dtype))
         return x
@@ -191,10 +218,10 @@ class TrainingAugmentation:
     has one) and, drawn apart, the localiser's whole slices. Shape: each entry (N, C, H, W)."""
 
     def __init__(self):
-        self.crops = AugmentSlicesd((IMAGE, LABEL))
-        self.soft_crops = AugmentSlicesd((IMAGE, LABEL, SCAR_PROBABILITY), soft_keys=(SCAR_PROBABILITY,))
-        self.localiser = AugmentSlicesd(LOCALISER_KEYS, image_key=LOCALISER_KEYS[0])
+        self.crops = AugmentBatch((IMAGE, LABEL))
+        self.soft_crops = AugmentBatch((IMAGE, LABEL, SCAR_PROBABILITY), soft_keys=(SCAR_PROBABILITY,))
+        self.localiser = AugmentBatch((LOCALISER_IMAGE, LOCALISER_HEART), image_key=LOCALISER_IMAGE)
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch = (self.soft_crops if SCAR_PROBABILITY in batch else self.crops)(batch)
-        return self.localiser(batch) if LOCALISER_KEYS[0] in batch else batch
+        return self.localiser(batch) if LOCALISER_IMAGE in batch else batch
